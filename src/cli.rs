@@ -1,0 +1,141 @@
+//! The command line: `wshub serve` and its flags, mapped onto [`Config`].
+//!
+//! Defaults shown by `--help` come from the constants in [`crate::config`],
+//! so the flags and the library cannot disagree. Touches nothing but
+//! argument parsing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+use humantime::Duration as HumanDuration;
+
+use crate::config::*;
+
+/// A small, runtime-free WebSocket hub: chat rooms, an echo endpoint and a
+/// chat page, on plain threads.
+#[derive(Debug, Parser)]
+#[command(name = "wshub", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the chat page, /ws, /ws/{room} and /echo.
+    Serve(ServeArgs),
+}
+
+/// Flags of `wshub serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// Bound on every write to a client; slower clients are dropped.
+    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT.into())]
+    pub write_timeout: HumanDuration,
+    /// Close a client from which nothing (data or pong) arrives for this long.
+    #[arg(long, default_value_t = DEFAULT_PONG_TIMEOUT.into())]
+    pub pong_timeout: HumanDuration,
+    /// How often to ping each client (must be below --pong-timeout).
+    #[arg(long, default_value_t = DEFAULT_PING_INTERVAL.into())]
+    pub ping_interval: HumanDuration,
+    /// Messages queued for one client before it is evicted (close 1008).
+    #[arg(long, default_value_t = DEFAULT_SEND_QUEUE)]
+    pub send_queue: usize,
+    /// Bytes queued for one client before it is evicted (close 1008).
+    #[arg(long, default_value_t = ByteSize(DEFAULT_SEND_QUEUE_BYTES as u64))]
+    pub send_queue_bytes: ByteSize,
+    /// Largest message accepted from a client; larger closes with 1009.
+    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
+    pub max_message_bytes: ByteSize,
+    /// Deadline for a complete HTTP request head (also the keep-alive idle time).
+    #[arg(long, default_value_t = DEFAULT_HEAD_TIMEOUT.into())]
+    pub head_timeout: HumanDuration,
+    /// Largest HTTP request head; larger gets 431.
+    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_HEAD_BYTES as u64))]
+    pub max_head_bytes: ByteSize,
+    /// How long to wait for a client's answer to our Close.
+    #[arg(long, default_value_t = DEFAULT_CLOSE_TIMEOUT.into())]
+    pub close_timeout: HumanDuration,
+    /// Most open WebSocket connections; more get 503 with Retry-After [default: no limit].
+    #[arg(long)]
+    pub max_clients: Option<usize>,
+    /// Allow browser pages from this origin (e.g. http://example.com:3000); `*` allows any. Repeatable.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// A subprotocol the server speaks, in order of preference. Repeatable.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub subprotocols: Vec<String>,
+    /// Also send each chat message back to its sender.
+    #[arg(long)]
+    pub echo_sender: bool,
+    /// Serve files from this directory instead of the built-in page.
+    #[arg(long, value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// Read chunk per connection (allocated for each one).
+    #[arg(long, default_value_t = ByteSize(DEFAULT_READ_BUFFER_BYTES as u64))]
+    pub read_buffer_bytes: ByteSize,
+    /// Stack size of each connection thread.
+    #[arg(long, default_value_t = ByteSize(DEFAULT_THREAD_STACK_BYTES as u64))]
+    pub thread_stack_bytes: ByteSize,
+    /// Log level: off, error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+impl ServeArgs {
+    /// The [`Config`] these flags describe.
+    pub fn config(&self) -> Config {
+        let bytes = |b: ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
+        Config {
+            addr: self.addr,
+            write_timeout: self.write_timeout.into(),
+            pong_timeout: self.pong_timeout.into(),
+            ping_interval: self.ping_interval.into(),
+            send_queue: self.send_queue,
+            send_queue_bytes: bytes(self.send_queue_bytes),
+            max_message_bytes: bytes(self.max_message_bytes),
+            head_timeout: self.head_timeout.into(),
+            max_head_bytes: bytes(self.max_head_bytes),
+            close_timeout: self.close_timeout.into(),
+            max_clients: self.max_clients,
+            allowed_origins: self.allowed_origins.clone(),
+            subprotocols: self.subprotocols.clone(),
+            echo_sender: self.echo_sender,
+            static_dir: self.static_dir.clone(),
+            read_buffer_bytes: bytes(self.read_buffer_bytes),
+            thread_stack_bytes: bytes(self.thread_stack_bytes),
+            event_queue: DEFAULT_EVENT_QUEUE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_config() {
+        let cli = Cli::parse_from(["wshub", "serve"]);
+        let Command::Serve(args) = cli.command;
+        let from_flags = format!("{:?}", args.config());
+        let from_lib = format!("{:?}", Config::default());
+        assert_eq!(from_flags, from_lib);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        let cli = Cli::parse_from(["wshub", "serve", "--max-message-bytes", "1 MiB", "--pong-timeout", "2s", "--ping-interval", "500ms"]);
+        let Command::Serve(args) = cli.command;
+        let c = args.config();
+        assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.pong_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.ping_interval, std::time::Duration::from_millis(500));
+    }
+}

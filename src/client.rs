@@ -1,0 +1,225 @@
+//! One WebSocket connection as two threads: the reader (gorilla's
+//! `readPump`) and the writer (`writePump`). Used by the server for every hub
+//! and echo client, and by [`Connection`](crate::Connection) on the client side.
+//!
+//! # How one socket is shared by two threads
+//!
+//! tungstenite's `WebSocket` cannot be split: its `read()` also writes (pong
+//! and close replies), a `Mutex<WebSocket>` held across a blocking read
+//! starves the writer, and two `WebSocket`s over cloned sockets interleave
+//! bytes. So the parts are taken apart:
+//!
+//! * The **reader owns the `WebSocketContext`** outright — no lock — and
+//!   blocks in `ctx.read()` on the socket. The context keeps partial frames
+//!   between reads and enforces the size, UTF-8 and protocol rules.
+//! * **Every write goes through [`Wire`]**, whose mutex is held only for the
+//!   duration of one write of whole frames (bounded by the write timeout).
+//!   The context's automatic pongs reach the socket through
+//!   [`ReaderIo`](crate::wire::ReaderIo), which writes them under that lock,
+//!   so a pong can never land in the middle of a data frame.
+//! * The **writer never touches the context**: data frames arrive already
+//!   encoded ([`Frame`]), and it encodes its own pings and Close. It takes
+//!   every frame already queued and writes them in one vectored system call —
+//!   batching without merging: each message keeps its own frame and type.
+//! * **Close** is tracked by `Wire`: whoever sends our Close (the reader
+//!   answering the peer or failing the connection, the writer on eviction or
+//!   shutdown) marks it, and nothing is written after it. The reader exits on
+//!   the peer's Close, an error, or EOF; the writer exits when the reader is
+//!   gone (a dropped channel), after its own Close has been answered or
+//!   `close_timeout` passed, or on a failed write — and then shuts the socket
+//!   down so that a reader blocked in `read` wakes up.
+//!
+//! Keepalive: the socket's read timeout is the pong timeout, so a peer that
+//! sends nothing at all — neither data nor pongs to our pings — for that long
+//! makes `read` fail, and the reader closes the connection.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select_biased, tick};
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
+
+use crate::wire::{Frame, MAX_BATCH, ReaderIo, Wire};
+
+/// How a connection ended, as the reader saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer sent Close (code and reason, if any).
+    PeerClosed(Option<CloseFrame>),
+    /// We closed with this code and reason.
+    WeClosed(CloseCode, String),
+    /// The connection dropped without a close handshake.
+    Dropped(String),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::PeerClosed(Some(c)) => write!(f, "peer closed with {} {:?}", u16::from(c.code), c.reason.as_str()),
+            Ending::PeerClosed(None) => write!(f, "peer closed with no code"),
+            Ending::WeClosed(code, reason) => write!(f, "closed with {} {reason:?}", u16::from(*code)),
+            Ending::Dropped(why) => write!(f, "dropped: {why}"),
+        }
+    }
+}
+
+/// Timing shared by both threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub ping_interval: Duration,
+    pub close_timeout: Duration,
+}
+
+/// The reader loop. Blocks until the connection ends; `on_message` gets
+/// every text and binary message and returns `false` when it can take no
+/// more (its destination is gone), which closes with 1001.
+pub(crate) fn read_loop(
+    wire: &Wire,
+    ctx: &mut WebSocketContext,
+    timing: Timing,
+    mut on_message: impl FnMut(Message) -> bool,
+) -> Ending {
+    loop {
+        match ctx.read(&mut ReaderIo(wire)) {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                // After our Close the peer may still send data; it has nowhere to go.
+                if wire.close_sent() {
+                    continue;
+                }
+                if !on_message(message) {
+                    return close_with(wire, CloseCode::Away, "server shutting down", timing);
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                // Answer with the same code, unless this answers our own Close.
+                if let Err(e) = wire.send_close(frame.as_ref()) {
+                    return Ending::Dropped(format!("close reply failed: {e}"));
+                }
+                return Ending::PeerClosed(frame);
+            }
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Err(e) => return fail(wire, e, timing),
+        }
+    }
+}
+
+/// Maps a read error to the close code RFC 6455 asks for, and closes.
+fn fail(wire: &Wire, err: tungstenite::Error, timing: Timing) -> Ending {
+    use tungstenite::Error as E;
+    let (code, reason) = match err {
+        E::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // Silent for a whole pong timeout: the peer is probably gone, so
+            // do not wait for an answer to the Close.
+            let _ = wire.send_close(Some(&close_frame(CloseCode::Away, "ping timeout")));
+            wire.shutdown(Shutdown::Both);
+            return Ending::WeClosed(CloseCode::Away, "ping timeout".into());
+        }
+        E::ConnectionClosed | E::AlreadyClosed => return Ending::Dropped("connection closed".into()),
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            return Ending::Dropped("closed without a Close frame".into());
+        }
+        E::Io(e) => return Ending::Dropped(e.to_string()),
+        E::Capacity(e) => (CloseCode::Size, e.to_string()),
+        E::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8 in text".to_string()),
+        E::Protocol(e) => (CloseCode::Protocol, e.to_string()),
+        e => (CloseCode::Error, e.to_string()),
+    };
+    close_with(wire, code, &reason, timing)
+}
+
+/// Sends our Close, then lingers: half-closes and drains what the peer still
+/// sends (its Close answer, or the rest of a frame we refused) until it
+/// closes or `close_timeout` passes. Closing with unread bytes pending would
+/// make the kernel send a reset, which can destroy our Close in flight.
+fn close_with(wire: &Wire, code: CloseCode, reason: &str, timing: Timing) -> Ending {
+    if wire.send_close(Some(&close_frame(code, reason))).is_ok() {
+        wire.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + timing.close_timeout;
+        let mut sink = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || wire.stream().set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match wire.stream().read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    Ending::WeClosed(code, reason.to_string())
+}
+
+pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    CloseFrame { code, reason: reason.to_string().into() }
+}
+
+/// What the writer listens to.
+pub(crate) struct WriterInputs {
+    /// Frames to send, in order.
+    pub queue: Receiver<Frame>,
+    /// A request to close with this frame (eviction, shutdown, user close).
+    pub control: Receiver<CloseFrame>,
+    /// Disconnects when the reader has exited.
+    pub reader_done: Receiver<()>,
+    /// Bytes queued but not yet written; the writer subtracts what it wrote.
+    pub queued_bytes: Arc<AtomicUsize>,
+}
+
+/// The writer loop. Returns when the connection is over, with the socket
+/// shut down.
+pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> Option<String> {
+    let WriterInputs { queue, control, reader_done, queued_bytes } = inputs;
+    let ticker = tick(timing.ping_interval);
+    let ping = Frame::ping(wire.role());
+    let mut batch: Vec<Frame> = Vec::new();
+    let close_and_wait = |close: CloseFrame| {
+        if let Ok(true) = wire.send_close(Some(&close)) {
+            // The reader sees the answer and exits, which disconnects reader_done.
+            let _ = reader_done.recv_timeout(timing.close_timeout);
+        }
+    };
+    let problem = loop {
+        select_biased! {
+            recv(control) -> close => {
+                if let Ok(close) = close {
+                    close_and_wait(close);
+                }
+                break None;
+            }
+            recv(reader_done) -> _ => break None,
+            recv(queue) -> frame => {
+                let Ok(frame) = frame else {
+                    close_and_wait(close_frame(CloseCode::Away, "going away"));
+                    break None;
+                };
+                batch.push(frame);
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(frame) => batch.push(frame),
+                        Err(_) => break,
+                    }
+                }
+                let bytes: usize = batch.iter().map(Frame::len).sum();
+                let result = wire.send(&batch);
+                batch.clear();
+                queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                if let Err(e) = result {
+                    break Some(format!("write failed: {e}"));
+                }
+            }
+            recv(ticker) -> _ => {
+                if let Err(e) = wire.send(std::slice::from_ref(&ping)) {
+                    break Some(format!("ping failed: {e}"));
+                }
+            }
+        }
+    };
+    wire.shutdown(Shutdown::Both);
+    problem
+}

@@ -1,0 +1,154 @@
+//! Server configuration: one [`Config`] struct whose defaults are the
+//! documented constants below.
+//!
+//! The timing defaults are gorilla/websocket's chat example constants
+//! (`writeWait`, `pongWait`, `pingPeriod`, the 256-message `send` channel);
+//! the size limits are chosen for a hub that relays files. The command line
+//! (`wshub serve --help`) shows the same values, because `cli` reads them from
+//! here. This module touches nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address: every IPv4 interface, port 8080.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
+/// Default bound on every socket write (gorilla's `writeWait`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a peer may stay silent, sending neither data nor pongs
+/// (gorilla's `pongWait`).
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default interval between pings; below the pong timeout so a live peer
+/// always answers in time (gorilla's `pingPeriod`, 9/10 of `pongWait`).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(54);
+/// Default per-client send queue, in messages (gorilla's `send` channel).
+pub const DEFAULT_SEND_QUEUE: usize = 256;
+/// Default per-client send queue, in bytes of queued frames.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 64 << 20;
+/// Default largest message accepted from a client.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default deadline for a complete HTTP request head (slowloris guard).
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default largest HTTP request head; beyond it the answer is 431.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 8 << 10;
+/// Default time to wait for the peer's answer to a Close we sent.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default read chunk of a WebSocket connection. tungstenite allocates this
+/// eagerly per connection (its own default is 128 KiB), so it is small here.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 << 10;
+/// Default stack size of the reader and writer threads. Only touched pages
+/// count against memory, but the reservation counts against address space.
+pub const DEFAULT_THREAD_STACK_BYTES: usize = 128 << 10;
+/// Default capacity of each [`Server::events`](crate::Server::events) receiver.
+pub const DEFAULT_EVENT_QUEUE: usize = 4096;
+
+/// Everything a [`Server`](crate::Server) can be told. Build it with struct
+/// update syntax: `Config { echo_sender: true, ..Config::default() }`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default [`DEFAULT_ADDR`]; port 0 picks a free port
+    /// (see [`Server::local_addr`](crate::Server::local_addr)).
+    pub addr: SocketAddr,
+    /// Bound on each write of a frame batch; a peer that does not take the
+    /// bytes in time is dropped. Default [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
+    /// A peer from which nothing (data or pong) arrives for this long is
+    /// closed. Default [`DEFAULT_PONG_TIMEOUT`].
+    pub pong_timeout: Duration,
+    /// How often the writer pings. Default [`DEFAULT_PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// Messages a client may have queued before it is evicted with 1008.
+    /// Default [`DEFAULT_SEND_QUEUE`].
+    pub send_queue: usize,
+    /// Bytes a client may have queued before it is evicted with 1008.
+    /// Default [`DEFAULT_SEND_QUEUE_BYTES`].
+    pub send_queue_bytes: usize,
+    /// Largest message (and frame) accepted from a client; larger closes with
+    /// 1009. Default [`DEFAULT_MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
+    /// Deadline for a whole HTTP request head; also the keep-alive idle time.
+    /// Default [`DEFAULT_HEAD_TIMEOUT`].
+    pub head_timeout: Duration,
+    /// Largest HTTP request head. Default [`DEFAULT_MAX_HEAD_BYTES`].
+    pub max_head_bytes: usize,
+    /// How long to wait for the peer's Close after sending ours.
+    /// Default [`DEFAULT_CLOSE_TIMEOUT`].
+    pub close_timeout: Duration,
+    /// Upper bound of open WebSocket connections; upgrades beyond it get 503.
+    /// Default `None`: bounded only by the process's limits.
+    pub max_clients: Option<usize>,
+    /// Origins allowed besides the request's own host (`*` allows any).
+    /// Default empty: gorilla's same-origin rule.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in order of preference. Default empty.
+    pub subprotocols: Vec<String>,
+    /// Also send each chat message back to its sender. Default `false`.
+    pub echo_sender: bool,
+    /// Serve files from this directory instead of the page embedded in the
+    /// binary. Default `None`.
+    pub static_dir: Option<PathBuf>,
+    /// Read chunk of each WebSocket connection. Default
+    /// [`DEFAULT_READ_BUFFER_BYTES`].
+    pub read_buffer_bytes: usize,
+    /// Stack size of every connection thread. Default
+    /// [`DEFAULT_THREAD_STACK_BYTES`].
+    pub thread_stack_bytes: usize,
+    /// Capacity of each event receiver; events beyond it are dropped (and
+    /// counted in the log) rather than stalling the hub. Default
+    /// [`DEFAULT_EVENT_QUEUE`].
+    pub event_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: DEFAULT_ADDR.parse().expect("DEFAULT_ADDR is a valid address"),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            send_queue: DEFAULT_SEND_QUEUE,
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_clients: None,
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+            echo_sender: false,
+            static_dir: None,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            thread_stack_bytes: DEFAULT_THREAD_STACK_BYTES,
+            event_queue: DEFAULT_EVENT_QUEUE,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the values that would otherwise fail later, deep in a thread.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
+        if self.send_queue == 0 {
+            return bad("send queue must hold at least one message");
+        }
+        if self.max_message_bytes == 0 || self.read_buffer_bytes == 0 {
+            return bad("message limit and read buffer must be positive");
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return bad("ping interval and pong timeout must be positive");
+        }
+        if self.ping_interval >= self.pong_timeout {
+            return bad("ping interval must be shorter than the pong timeout");
+        }
+        if self.write_timeout.is_zero() || self.head_timeout.is_zero() {
+            return bad("write and head timeouts must be positive");
+        }
+        if self.max_head_bytes < 64 {
+            return bad("the head limit must be at least 64 bytes");
+        }
+        if self.thread_stack_bytes < 32 << 10 {
+            return bad("thread stacks need at least 32 KiB");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,36 @@
+//! The crate's one error type. Connection threads do not return errors to
+//! anyone (they log and close); these are what the public API can fail with.
+
+use std::io;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the public API can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket or file operation failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The WebSocket protocol layer (tungstenite) failed.
+    #[error("WebSocket error: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// A [`Config`](crate::Config) value cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A room name is not 1–64 of `A-Z a-z 0-9 _ . -`.
+    #[error("invalid room name {0:?}: use 1-64 of A-Z a-z 0-9 _ . -")]
+    InvalidRoom(String),
+    /// Only text and binary messages can be sent as data.
+    #[error("only text and binary messages can be sent")]
+    NotData,
+    /// The server or connection has shut down.
+    #[error("closed")]
+    Closed,
+    /// A URL the client cannot dial.
+    #[error("bad URL {0}")]
+    Url(String),
+    /// The server answered the upgrade with an HTTP status instead of 101.
+    #[error("server answered {0}")]
+    Http(String),
+}

@@ -1,0 +1,243 @@
+//! The hub thread (gorilla's `Hub.run`): who is in which room, and the
+//! fan-out of each message to the other members.
+//!
+//! The hub owns its maps outright, so there is no lock. It receives on one
+//! channel whose variants are gorilla's three channels — register,
+//! unregister, broadcast — plus subscribe and shutdown. One FIFO rather than
+//! three selected channels keeps each client's join, messages and leave in
+//! the order they happened (gorilla gets that from unbuffered channels).
+//!
+//! The hub never blocks on a client: delivery is `try_send` into each
+//! member's bounded queue. A member whose queue is full (in messages or
+//! bytes) is evicted — removed from its room and asked, through its control
+//! channel, to close with 1008 — and everyone else carries on. A frame is
+//! encoded once, by the sender's reader; each delivery clones a reference to
+//! it. Event subscribers are fed with `try_send` too: a full subscriber loses
+//! events (counted in the log), never stalls the hub.
+//!
+//! May touch: member queues and control channels, subscriber channels.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use log::{info, warn};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Message};
+
+use crate::client::close_frame;
+use crate::wire::Frame;
+
+/// Identifies one connection for the lifetime of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client {}", self.0)
+    }
+}
+
+/// What happened in the hub, as told to [`Server::events`](crate::Server::events).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A client joined a room (`""` is the lobby at `/ws`).
+    Joined {
+        /// Who.
+        client: ClientId,
+        /// Which room.
+        room: Arc<str>,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// A client left its room: closed, dropped, or evicted.
+    Left {
+        /// Who.
+        client: ClientId,
+        /// Which room.
+        room: Arc<str>,
+    },
+    /// A client sent a text or binary message to its room.
+    Message {
+        /// Who sent it.
+        client: ClientId,
+        /// To which room.
+        room: Arc<str>,
+        /// The message, unchanged.
+        message: Message,
+    },
+}
+
+/// A connection as the hub sees it.
+pub(crate) struct Member {
+    pub id: ClientId,
+    /// `None` for echo clients: known to the hub only so shutdown reaches them.
+    pub room: Option<Arc<str>>,
+    pub peer: SocketAddr,
+    pub queue: Sender<Frame>,
+    pub control: Sender<CloseFrame>,
+    pub queued_bytes: Arc<AtomicUsize>,
+}
+
+/// What the hub is told.
+pub(crate) enum HubMsg {
+    Register(Member),
+    Unregister(ClientId),
+    /// `from: None` is the host program; it names the room instead.
+    Broadcast { from: Option<ClientId>, room: Option<Arc<str>>, frame: Frame, message: Message },
+    Subscribe(Sender<Event>),
+    Shutdown,
+}
+
+/// Per-client queue limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub messages: usize,
+    pub bytes: usize,
+    pub echo_sender: bool,
+}
+
+#[derive(Default)]
+struct Hub {
+    rooms: HashMap<Arc<str>, Vec<Member>>,
+    /// Which room each chat member is in.
+    where_is: HashMap<ClientId, Arc<str>>,
+    echo: HashMap<ClientId, Member>,
+    subscribers: Vec<Sender<Event>>,
+    dropped_events: u64,
+}
+
+/// Runs the hub until `Shutdown` arrives or every sender is gone.
+pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
+    let mut hub = Hub::default();
+    for msg in inbox.iter() {
+        match msg {
+            HubMsg::Register(member) => hub.register(member),
+            HubMsg::Unregister(id) => hub.unregister(id),
+            HubMsg::Broadcast { from, room, frame, message } => hub.broadcast(from, room, frame, message, limits),
+            HubMsg::Subscribe(tx) => hub.subscribers.push(tx),
+            HubMsg::Shutdown => {
+                hub.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn register(&mut self, member: Member) {
+        let Some(room) = member.room.clone() else {
+            self.echo.insert(member.id, member);
+            return;
+        };
+        let (client, peer) = (member.id, member.peer);
+        self.where_is.insert(client, room.clone());
+        self.rooms.entry(room.clone()).or_default().push(member);
+        self.emit(|| Event::Joined { client, room, peer });
+    }
+
+    fn unregister(&mut self, id: ClientId) {
+        if self.echo.remove(&id).is_some() {
+            return;
+        }
+        // Absent means already evicted: nothing to do, as in gorilla.
+        if let Some(room) = self.where_is.remove(&id) {
+            self.leave(id, room);
+        }
+    }
+
+    fn leave(&mut self, client: ClientId, room: Arc<str>) {
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|m| m.id != client);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        self.emit(|| Event::Left { client, room });
+    }
+
+    fn broadcast(&mut self, from: Option<ClientId>, room: Option<Arc<str>>, frame: Frame, message: Message, limits: Limits) {
+        let Some(room) = room.or_else(|| from.and_then(|id| self.where_is.get(&id).cloned())) else {
+            return; // The sender left (or was evicted) before its message got here.
+        };
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        let len = frame.len();
+        let mut evicted = Vec::new();
+        for m in members {
+            if Some(m.id) == from && !limits.echo_sender {
+                continue;
+            }
+            let queued = m.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            let outcome = if queued + len > limits.bytes {
+                Err(TrySendError::Full(()))
+            } else {
+                m.queue.try_send(frame.clone()).map_err(|e| match e {
+                    TrySendError::Full(_) => TrySendError::Full(()),
+                    TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+                })
+            };
+            if let Err(e) = outcome {
+                m.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let TrySendError::Full(()) = e {
+                    warn!(
+                        "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
+                        m.id, limits.messages, limits.bytes
+                    );
+                    let _ = m.control.try_send(close_frame(CloseCode::Policy, "send queue full"));
+                }
+                // A disconnected queue means the writer is gone; its reader
+                // unregisters soon. Either way, no more deliveries to it.
+                evicted.push(m.id);
+            }
+        }
+        if let Some(client) = from {
+            self.emit(|| Event::Message { client, room: room.clone(), message });
+        }
+        for id in evicted {
+            self.where_is.remove(&id);
+            self.leave(id, room.clone());
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let close = close_frame(CloseCode::Away, "server shutting down");
+        let all = self.rooms.values().flatten().chain(self.echo.values());
+        let mut n = 0;
+        for m in all {
+            let _ = m.control.try_send(close.clone());
+            n += 1;
+        }
+        info!("hub: closing {n} clients");
+        self.rooms.clear();
+        self.where_is.clear();
+        self.echo.clear();
+    }
+
+    fn emit(&mut self, event: impl FnOnce() -> Event) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let event = event();
+        let mut dropped = 0;
+        self.subscribers.retain(|s| match s.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                dropped += 1;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+        if dropped > 0 {
+            self.dropped_events += dropped;
+            // Powers of two: a stuck subscriber is reported, not logged per event.
+            if self.dropped_events.is_power_of_two() {
+                warn!("hub: {} events dropped so far: a subscriber is not keeping up", self.dropped_events);
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The write side of one WebSocket connection, shared by its reader and
+//! writer threads, and the pre-encoded frames that travel to it.
+//!
+//! Every byte that goes onto a connection's socket goes through [`Wire`],
+//! under its one mutex, one whole frame batch at a time: that is what keeps
+//! the reader's automatic pongs and the writer's data frames from
+//! interleaving mid-frame. The mutex is only ever held while *writing*
+//! (bounded by the write timeout), never while reading. `Wire` also records
+//! whether our Close has gone out, after which nothing else may be written.
+//!
+//! [`Frame`] is a complete frame, header and payload, encoded once: a server
+//! frame is unmasked, so one broadcast frame serves every receiver, and
+//! cloning it is a reference-count bump on the payload.
+
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
+use tungstenite::protocol::{Message, Role};
+
+/// Frames written per system call at most (two slices each, under IOV_MAX).
+pub(crate) const MAX_BATCH: usize = 128;
+
+/// A complete WebSocket frame ready for the wire.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    head: [u8; 14],
+    head_len: u8,
+    body: Bytes,
+}
+
+impl Frame {
+    /// Encodes a frame for `role`. Server frames share `payload`; client
+    /// frames are masked, which costs one copy.
+    pub(crate) fn encode(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
+        let header = FrameHeader { opcode, ..FrameHeader::default() };
+        let mut frame = TFrame::from_payload(header, payload);
+        if role == Role::Client {
+            frame.header_mut().mask = Some(rand::random());
+            let mut out = Vec::with_capacity(frame.len());
+            // Formatting into a Vec cannot fail.
+            let _ = frame.format(&mut out);
+            return Frame { head: [0; 14], head_len: 0, body: Bytes::from(out) };
+        }
+        let mut head = [0u8; 14];
+        let mut cursor = io::Cursor::new(&mut head[..]);
+        let len = frame.payload().len() as u64;
+        // A header is at most 10 bytes unmasked: writing into 14 cannot fail.
+        let _ = frame.header().format(len, &mut cursor);
+        let head_len = cursor.position() as u8;
+        Frame { head, head_len, body: frame.into_payload() }
+    }
+
+    /// Encodes a text or binary message; other kinds are refused.
+    pub(crate) fn data(role: Role, message: &Message) -> Option<Frame> {
+        match message {
+            Message::Text(t) => Some(Frame::encode(role, OpCode::Data(Data::Text), t.clone().into())),
+            Message::Binary(b) => Some(Frame::encode(role, OpCode::Data(Data::Binary), b.clone())),
+            _ => None,
+        }
+    }
+
+    /// Encodes a Close frame (code and reason, or empty).
+    pub(crate) fn close(role: Role, close: Option<&CloseFrame>) -> Frame {
+        let mut payload = Vec::new();
+        if let Some(c) = close {
+            payload.extend_from_slice(&u16::from(c.code).to_be_bytes());
+            // Control payloads are capped at 125 bytes; cut the reason on a char boundary.
+            let mut reason: &str = &c.reason;
+            while reason.len() > 123 {
+                let mut end = 123;
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                reason = &reason[..end];
+            }
+            payload.extend_from_slice(reason.as_bytes());
+        }
+        Frame::encode(role, OpCode::Control(Control::Close), Bytes::from(payload))
+    }
+
+    /// Encodes an empty Ping.
+    pub(crate) fn ping(role: Role) -> Frame {
+        Frame::encode(role, OpCode::Control(Control::Ping), Bytes::new())
+    }
+
+    /// Bytes on the wire.
+    pub(crate) fn len(&self) -> usize {
+        self.head_len as usize + self.body.len()
+    }
+
+    fn slices(&self) -> [IoSlice<'_>; 2] {
+        [IoSlice::new(&self.head[..self.head_len as usize]), IoSlice::new(&self.body)]
+    }
+}
+
+/// One connection's socket and the lock that serialises writes to it.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    stream: TcpStream,
+    role: Role,
+    write_timeout: Duration,
+    state: Mutex<WriteState>,
+    /// Mirrors "close sent or broken" so the reader can check it without
+    /// waiting for a writer that holds the lock.
+    done: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    close_sent: bool,
+    /// Set after a failed write: the stream may hold half a frame.
+    broken: bool,
+}
+
+impl Wire {
+    pub(crate) fn new(stream: TcpStream, role: Role, write_timeout: Duration) -> io::Result<Wire> {
+        stream.set_write_timeout(Some(write_timeout))?;
+        Ok(Wire { stream, role, write_timeout, state: Mutex::new(WriteState::default()), done: AtomicBool::new(false) })
+    }
+
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        // A panic while writing leaves nothing half-updated in WriteState.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True once our Close is on the wire (or the wire failed).
+    pub(crate) fn close_sent(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Writes data or ping frames, all in as few system calls as possible.
+    /// Returns `Ok(false)` if they were dropped because a Close went first.
+    pub(crate) fn send(&self, frames: &[Frame]) -> io::Result<bool> {
+        let mut state = self.lock();
+        if state.close_sent || state.broken {
+            return Ok(false);
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        let mut written = 0;
+        let mut result = Ok(());
+        for chunk in frames.chunks(MAX_BATCH) {
+            let mut n = 0;
+            for frame in chunk {
+                for s in frame.slices() {
+                    if !s.is_empty() {
+                        slices[n] = s;
+                        n += 1;
+                    }
+                }
+            }
+            result = self.write_all(&mut slices[..n]);
+            if result.is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        if result.is_err() {
+            self.mark_broken(&mut state);
+        }
+        result.map(|()| written == frames.len())
+    }
+
+    /// Writes our Close unless one already went out. Returns whether it wrote.
+    pub(crate) fn send_close(&self, close: Option<&CloseFrame>) -> io::Result<bool> {
+        let frame = Frame::close(self.role, close);
+        let mut state = self.lock();
+        if state.close_sent || state.broken {
+            return Ok(false);
+        }
+        state.close_sent = true;
+        self.done.store(true, Ordering::Release);
+        let mut slices = frame.slices();
+        let result = self.write_all(&mut slices);
+        if result.is_err() {
+            self.mark_broken(&mut state);
+        }
+        result.map(|()| true)
+    }
+
+    /// Writes bytes tungstenite's reader produced (pongs). They are dropped
+    /// after our Close, which is when tungstenite would stop sending them too.
+    pub(crate) fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.close_sent || state.broken {
+            return Ok(());
+        }
+        let result = self.write_all(&mut [IoSlice::new(bytes)]);
+        if result.is_err() {
+            self.mark_broken(&mut state);
+        }
+        result
+    }
+
+    fn mark_broken(&self, state: &mut WriteState) {
+        state.broken = true;
+        self.done.store(true, Ordering::Release);
+    }
+
+    /// Wakes the other thread out of any blocking call on this socket.
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        // NotConnected only means the peer or the other thread was first.
+        let _ = self.stream.shutdown(how);
+    }
+
+    /// `write_all` for vectored writes, bounded by the write timeout in total
+    /// rather than per system call. Called with the lock held.
+    fn write_all(&self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut shortened = false;
+        let result = loop {
+            if bufs.is_empty() {
+                break Ok(());
+            }
+            match (&self.stream).write_vectored(bufs) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut bufs, n);
+                    if !bufs.is_empty() {
+                        // Partial write: the peer is slow. Shrink the socket's
+                        // timeout to what is left of this batch's budget.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break Err(timed_out());
+                        }
+                        self.stream.set_write_timeout(Some(left))?;
+                        shortened = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // SO_SNDTIMEO shows up as WouldBlock on Unix, TimedOut on Windows.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    break Err(timed_out());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if shortened {
+            self.stream.set_write_timeout(Some(self.write_timeout))?;
+        }
+        result
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "write timed out")
+}
+
+/// The `Read + Write` view tungstenite's reader gets: reads block on the
+/// socket with no lock held; writes (pongs) go through the [`Wire`] lock.
+pub(crate) struct ReaderIo<'a>(pub &'a Wire);
+
+impl io::Read for ReaderIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.0.stream).read(buf)
+    }
+}
+
+impl Write for ReaderIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_raw(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::protocol::frame::coding::CloseCode;
+
+    fn wire_bytes(f: &Frame) -> Vec<u8> {
+        f.slices().iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn server_frames_match_rfc_examples() {
+        // RFC 6455 5.7: unmasked "Hello".
+        let f = Frame::encode(Role::Server, OpCode::Data(Data::Text), Bytes::from_static(b"Hello"));
+        assert_eq!(wire_bytes(&f), b"\x81\x05Hello");
+        // 256 bytes binary uses the 16-bit length form.
+        let f = Frame::encode(Role::Server, OpCode::Data(Data::Binary), Bytes::from(vec![0u8; 256]));
+        assert_eq!(&wire_bytes(&f)[..4], b"\x82\x7e\x01\x00");
+        assert_eq!(f.len(), 260);
+    }
+
+    #[test]
+    fn close_reason_is_capped_at_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let cf = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+        let f = Frame::close(Role::Server, Some(&cf));
+        let bytes = wire_bytes(&f);
+        assert!(bytes.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&bytes[4..]).is_ok());
+    }
+
+    #[test]
+    fn client_frames_are_masked() {
+        let f = Frame::encode(Role::Client, OpCode::Data(Data::Text), Bytes::from_static(b"Hello"));
+        let b = wire_bytes(&f);
+        assert_eq!(b[0], 0x81);
+        assert_eq!(b[1], 0x85);
+        let mask = &b[2..6];
+        let unmasked: Vec<u8> = b[6..].iter().enumerate().map(|(i, x)| x ^ mask[i % 4]).collect();
+        assert_eq!(unmasked, b"Hello");
+    }
+}
