@@ -1,0 +1,174 @@
+//! Helpers shared by the loopback tests: start a server on a free port, dial
+//! it with tungstenite's own client (an independent implementation), or
+//! speak raw HTTP and raw frames for malformed input.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use tungstenite::handshake::client::generate_key;
+use tungstenite::protocol::frame::coding::{CloseCode, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader, FrameSocket};
+use tungstenite::protocol::{CloseFrame, Message, WebSocket};
+use wshub::{Config, Server};
+
+/// Every blocking step of a test is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocket<TcpStream>;
+
+pub fn config() -> Config {
+    Config { addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() }
+}
+
+pub fn start(config: Config) -> Server {
+    Server::start(config).expect("server starts")
+}
+
+/// Dials `path` with tungstenite's client; reads are bounded by [`STEP`].
+pub fn ws(addr: SocketAddr, path: &str) -> Ws {
+    try_ws(addr, path, &[]).unwrap_or_else(|e| panic!("upgrade to {path} failed: {e}"))
+}
+
+pub fn try_ws(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    stream.set_write_timeout(Some(STEP)).unwrap();
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}{path}")).unwrap();
+    for (n, v) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    tungstenite::client(request, stream).map(|(ws, _)| ws).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("handshake interrupted"),
+    })
+}
+
+/// The next data or close message, skipping pings and pongs.
+pub fn next(ws: &mut Ws) -> Message {
+    loop {
+        match ws.read() {
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(m) => return m,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Reads until the server's Close; returns its code.
+pub fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+            Ok(_) => {}
+            Err(e) => panic!("expected a Close, got error {e}"),
+        }
+    }
+}
+
+/// Sends raw bytes as one HTTP exchange and returns the whole response
+/// (the server closes after errors; for 200s, send `Connection: close`).
+pub fn http(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends an upgrade request and returns the response head only (a 101
+/// leaves the connection open, so reading to the end would wait).
+pub fn handshake(addr: SocketAddr, raw: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+pub fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
+    http(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").as_bytes())
+}
+
+pub fn status(response: &str) -> u16 {
+    response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"))
+}
+
+pub fn upgrade_head(addr: SocketAddr, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n\r\n",
+        generate_key()
+    )
+}
+
+/// A raw upgraded socket, for sending frames tungstenite would refuse to send.
+pub fn raw_ws(addr: SocketAddr, path: &str) -> FrameSocket<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(upgrade_head(addr, path).as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    FrameSocket::new(s)
+}
+
+/// A frame with full control of header bits; masked as a client must,
+/// unless `masked` is false.
+pub fn raw_frame(opcode: OpCode, payload: &[u8], fin: bool, masked: bool) -> Frame {
+    let header = FrameHeader {
+        is_final: fin,
+        opcode,
+        mask: masked.then_some([1, 2, 3, 4]),
+        ..FrameHeader::default()
+    };
+    Frame::from_payload(header, payload.to_vec().into())
+}
+
+/// Reads raw frames until a Close; returns its code (None for no payload or EOF).
+pub fn raw_close_code(socket: &mut FrameSocket<TcpStream>) -> Option<u16> {
+    let deadline = Instant::now() + STEP;
+    while Instant::now() < deadline {
+        match socket.read(None) {
+            Ok(Some(frame)) if frame.header().opcode == OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) => {
+                let p = frame.payload();
+                return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+    panic!("no Close within {STEP:?}");
+}
+
+pub fn text(ws: &mut Ws, s: &str) {
+    ws.send(Message::text(s)).unwrap();
+}
+
+pub fn close(ws: &mut Ws) {
+    let _ = ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+    // Drain until the server's reply ends the session.
+    while ws.read().is_ok() {}
+}
+
+/// Waits (bounded) for a condition that another thread makes true.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
