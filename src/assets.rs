@@ -47,7 +47,9 @@ impl Assets {
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let content_type = match mime.type_() {
             mime_guess::mime::TEXT => format!("{mime}; charset=utf-8"),
-            _ if mime.subtype() == "javascript" || mime.subtype() == "json" => format!("{mime}; charset=utf-8"),
+            _ if mime.subtype() == "javascript" || mime.subtype() == "json" => {
+                format!("{mime}; charset=utf-8")
+            }
             _ => mime.to_string(),
         };
         Some(Asset { body, content_type })

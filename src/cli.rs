@@ -131,7 +131,16 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_parse() {
-        let cli = Cli::parse_from(["wshub", "serve", "--max-message-bytes", "1 MiB", "--pong-timeout", "2s", "--ping-interval", "500ms"]);
+        let cli = Cli::parse_from([
+            "wshub",
+            "serve",
+            "--max-message-bytes",
+            "1 MiB",
+            "--pong-timeout",
+            "2s",
+            "--ping-interval",
+            "500ms",
+        ]);
         let Command::Serve(args) = cli.command;
         let c = args.config();
         assert_eq!(c.max_message_bytes, 1 << 20);

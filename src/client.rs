@@ -60,9 +60,16 @@ pub enum Ending {
 impl std::fmt::Display for Ending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ending::PeerClosed(Some(c)) => write!(f, "peer closed with {} {:?}", u16::from(c.code), c.reason.as_str()),
+            Ending::PeerClosed(Some(c)) => write!(
+                f,
+                "peer closed with {} {:?}",
+                u16::from(c.code),
+                c.reason.as_str()
+            ),
             Ending::PeerClosed(None) => write!(f, "peer closed with no code"),
-            Ending::WeClosed(code, reason) => write!(f, "closed with {} {reason:?}", u16::from(*code)),
+            Ending::WeClosed(code, reason) => {
+                write!(f, "closed with {} {reason:?}", u16::from(*code))
+            }
             Ending::Dropped(why) => write!(f, "dropped: {why}"),
         }
     }
@@ -112,14 +119,21 @@ pub(crate) fn read_loop(
 fn fail(wire: &Wire, err: tungstenite::Error, timing: Timing) -> Ending {
     use tungstenite::Error as E;
     let (code, reason) = match err {
-        E::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        E::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             // Silent for a whole pong timeout: the peer is probably gone, so
             // do not wait for an answer to the Close.
             let _ = wire.send_close(Some(&close_frame(CloseCode::Away, "ping timeout")));
             wire.shutdown(Shutdown::Both);
             return Ending::WeClosed(CloseCode::Away, "ping timeout".into());
         }
-        E::ConnectionClosed | E::AlreadyClosed => return Ending::Dropped("connection closed".into()),
+        E::ConnectionClosed | E::AlreadyClosed => {
+            return Ending::Dropped("connection closed".into());
+        }
         E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             return Ending::Dropped("closed without a Close frame".into());
         }
@@ -156,7 +170,10 @@ fn close_with(wire: &Wire, code: CloseCode, reason: &str, timing: Timing) -> End
 }
 
 pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    CloseFrame { code, reason: reason.to_string().into() }
+    CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }
 }
 
 /// What the writer listens to.
@@ -174,7 +191,12 @@ pub(crate) struct WriterInputs {
 /// The writer loop. Returns when the connection is over, with the socket
 /// shut down.
 pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> Option<String> {
-    let WriterInputs { queue, control, reader_done, queued_bytes } = inputs;
+    let WriterInputs {
+        queue,
+        control,
+        reader_done,
+        queued_bytes,
+    } = inputs;
     let ticker = tick(timing.ping_interval);
     let ping = Frame::ping(wire.role());
     let mut batch: Vec<Frame> = Vec::new();

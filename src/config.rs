@@ -102,7 +102,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: DEFAULT_ADDR.parse().expect("DEFAULT_ADDR is a valid address"),
+            addr: DEFAULT_ADDR
+                .parse()
+                .expect("DEFAULT_ADDR is a valid address"),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,

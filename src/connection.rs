@@ -90,16 +90,32 @@ impl Connection {
     /// Dials `url` (`ws://host[:port][/path][?query]`) and completes the
     /// opening handshake.
     pub fn connect(url: &str, options: &ClientOptions) -> Result<Connection> {
-        let uri: Uri = url.parse().map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
         match uri.scheme_str() {
             Some("ws") => {}
-            Some("wss") => return Err(Error::Url(format!("{url:?}: wss:// (TLS) is not supported; use ws://"))),
-            _ => return Err(Error::Url(format!("{url:?}: expected ws://host[:port]/path"))),
+            Some("wss") => {
+                return Err(Error::Url(format!(
+                    "{url:?}: wss:// (TLS) is not supported; use ws://"
+                )));
+            }
+            _ => {
+                return Err(Error::Url(format!(
+                    "{url:?}: expected ws://host[:port]/path"
+                )));
+            }
         }
-        let host = uri.host().ok_or_else(|| Error::Url(format!("{url:?}: no host")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Url(format!("{url:?}: no host")))?;
         let port = uri.port_u16().unwrap_or(80);
         let deadline = Instant::now() + options.connect_timeout;
-        let stream = dial(host.trim_start_matches('[').trim_end_matches(']'), port, options.connect_timeout)?;
+        let stream = dial(
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port,
+            options.connect_timeout,
+        )?;
         let _ = stream.set_nodelay(true);
 
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
@@ -119,33 +135,53 @@ impl Connection {
         for (name, value) in &options.headers {
             request = request.header(name, value);
         }
-        let request = request.body(()).map_err(|e| Error::Url(format!("bad request header: {e}")))?;
+        let request = request
+            .body(())
+            .map_err(|e| Error::Url(format!("bad request header: {e}")))?;
         let (bytes, key) = generate_request(request)?;
         stream.set_write_timeout(Some(options.write_timeout))?;
         (&stream).write_all(&bytes)?;
 
         let (status, headers, rest) = read_response(&stream, deadline)?;
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::Http(format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+            return Err(Error::Http(format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
         }
         let tokens = |name: &str| header_tokens_of(&headers, name);
         let accept = headers.get("sec-websocket-accept").map(|v| v.as_bytes());
-        if !tokens("upgrade").iter().any(|t| t.eq_ignore_ascii_case("websocket"))
-            || !tokens("connection").iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
+        if !tokens("upgrade")
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("websocket"))
+            || !tokens("connection")
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("upgrade"))
             || accept != Some(derive_accept_key(key.as_bytes()).as_bytes())
         {
             return Err(Error::Http("101 without a valid WebSocket accept".into()));
         }
-        let subprotocol = headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let subprotocol = headers
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         if let Some(p) = &subprotocol {
             if !options.subprotocols.contains(p) {
-                return Err(Error::Http(format!("server chose subprotocol {p:?}, which was not offered")));
+                return Err(Error::Http(format!(
+                    "server chose subprotocol {p:?}, which was not offered"
+                )));
             }
         }
         Connection::start(stream, rest, subprotocol, options)
     }
 
-    fn start(stream: TcpStream, rest: Vec<u8>, subprotocol: Option<String>, options: &ClientOptions) -> Result<Connection> {
+    fn start(
+        stream: TcpStream,
+        rest: Vec<u8>,
+        subprotocol: Option<String>,
+        options: &ClientOptions,
+    ) -> Result<Connection> {
         stream.set_read_timeout(Some(options.pong_timeout))?;
         let wire = Arc::new(Wire::new(stream, Role::Client, options.write_timeout)?);
         let ws_config = WebSocketConfig::default()
@@ -154,7 +190,10 @@ impl Connection {
             .max_message_size(Some(options.max_message_bytes))
             .max_frame_size(Some(options.max_message_bytes));
         let mut ctx = WebSocketContext::from_partially_read(rest, Role::Client, Some(ws_config));
-        let timing = Timing { ping_interval: options.ping_interval, close_timeout: options.close_timeout };
+        let timing = Timing {
+            ping_interval: options.ping_interval,
+            close_timeout: options.close_timeout,
+        };
         let (queue_tx, queue_rx) = bounded(options.send_queue.max(1));
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
@@ -166,31 +205,41 @@ impl Connection {
         let (finished_tx, finished_rx) = bounded::<()>(0);
         let writer_finished = finished_tx.clone();
 
-        let inputs = WriterInputs { queue: queue_rx, control: control_rx, reader_done: done_rx, queued_bytes: queued_bytes.clone() };
+        let inputs = WriterInputs {
+            queue: queue_rx,
+            control: control_rx,
+            reader_done: done_rx,
+            queued_bytes: queued_bytes.clone(),
+        };
         let writer_wire = wire.clone();
-        let writer = thread::Builder::new().name("wshub-client-write".into()).spawn(move || {
-            let _finished = writer_finished;
-            if let Some(problem) = client::write_loop(&writer_wire, inputs, timing) {
-                log::debug!("client writer: {problem}");
-            }
-        })?;
+        let writer = thread::Builder::new()
+            .name("wshub-client-write".into())
+            .spawn(move || {
+                let _finished = writer_finished;
+                if let Some(problem) = client::write_loop(&writer_wire, inputs, timing) {
+                    log::debug!("client writer: {problem}");
+                }
+            })?;
         let reader_wire = wire.clone();
         let reader_ending = ending.clone();
-        let reader = thread::Builder::new().name("wshub-client-read".into()).spawn(move || {
-            let _finished = finished_tx;
-            let inbox: Sender<Message> = inbox_tx;
-            let end = client::read_loop(&reader_wire, &mut ctx, timing, |m| inbox.send(m).is_ok());
-            let close = match &end {
-                Ending::PeerClosed(frame) => frame.clone(),
-                Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),
-                Ending::Dropped(_) => None,
-            };
-            if let Ok(mut slot) = reader_ending.lock() {
-                *slot = Some(end);
-            }
-            let _ = inbox.send(Message::Close(close));
-            drop(done_tx);
-        });
+        let reader = thread::Builder::new()
+            .name("wshub-client-read".into())
+            .spawn(move || {
+                let _finished = finished_tx;
+                let inbox: Sender<Message> = inbox_tx;
+                let end =
+                    client::read_loop(&reader_wire, &mut ctx, timing, |m| inbox.send(m).is_ok());
+                let close = match &end {
+                    Ending::PeerClosed(frame) => frame.clone(),
+                    Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),
+                    Ending::Dropped(_) => None,
+                };
+                if let Ok(mut slot) = reader_ending.lock() {
+                    *slot = Some(end);
+                }
+                let _ = inbox.send(Message::Close(close));
+                drop(done_tx);
+            });
         let reader = match reader {
             Ok(reader) => reader,
             Err(e) => {
@@ -264,7 +313,11 @@ impl Connection {
         if let Err(RecvTimeoutError::Timeout) = self.finished.recv_timeout(timeout) {
             self.wire.shutdown(Shutdown::Both);
         }
-        let threads: Vec<_> = self.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         for t in threads {
             let _ = t.join();
         }
@@ -283,16 +336,28 @@ impl Drop for Connection {
 fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("cannot resolve {host}: {e}"))))?
+        .map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot resolve {host}: {e}"),
+            ))
+        })?
         .collect();
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"))),
+            Err(e) => {
+                last = Some(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot connect to {addr}: {e}"),
+                ))
+            }
         }
     }
-    Err(Error::Io(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address")))))
+    Err(Error::Io(last.unwrap_or_else(|| {
+        std::io::Error::other(format!("{host} has no address"))
+    })))
 }
 
 type Headers = tungstenite::http::HeaderMap;
@@ -313,7 +378,14 @@ fn read_response(stream: &TcpStream, deadline: Instant) -> Result<(StatusCode, H
             Ok(0) => return Err(Error::Http("connection closed during the handshake".into())),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         buf.extend_from_slice(&chunk[..n]);
@@ -335,7 +407,9 @@ fn read_response(stream: &TcpStream, deadline: Instant) -> Result<(StatusCode, H
                 return Ok((status, headers, buf.split_off(len)));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX => {}
-            Ok(httparse::Status::Partial) => return Err(Error::Http("response head too large".into())),
+            Ok(httparse::Status::Partial) => {
+                return Err(Error::Http("response head too large".into()));
+            }
             Err(e) => return Err(Error::Http(format!("malformed response: {e}"))),
         }
     }

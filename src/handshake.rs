@@ -23,25 +23,39 @@ pub(crate) struct Policy {
 /// Checks an upgrade request and builds the 101 response, or says which
 /// status to answer with instead.
 pub(crate) fn accept(request: &Request<()>, policy: &Policy) -> Result<Response<()>, Rejection> {
-    let upgrade = header_tokens(request, "upgrade").iter().any(|t| t.eq_ignore_ascii_case("websocket"));
+    let upgrade = header_tokens(request, "upgrade")
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("websocket"));
     if !upgrade {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "this path needs a WebSocket upgrade"));
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "this path needs a WebSocket upgrade",
+        ));
     }
     if request.method() != tungstenite::http::Method::GET {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade must use GET"));
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade must use GET",
+        ));
     }
     let version = request.headers().get("sec-websocket-version");
     if version.map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(Rejection::new(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported")
-            .with_header("Sec-WebSocket-Version", "13"));
+        return Err(Rejection::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported",
+        )
+        .with_header("Sec-WebSocket-Version", "13"));
     }
     check_origin(request, &policy.allowed_origins)?;
-    let mut response = create_response(request)
-        .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad upgrade request: {e}")))?;
+    let mut response = create_response(request).map_err(|e| {
+        Rejection::new(StatusCode::BAD_REQUEST, format!("bad upgrade request: {e}"))
+    })?;
     if let Some(chosen) = choose_subprotocol(request, &policy.subprotocols) {
         // Names came from the operator and matched a client token, so they are valid header text.
         if let Ok(value) = HeaderValue::from_str(chosen) {
-            response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
     }
     Ok(response)
@@ -58,11 +72,20 @@ fn check_origin(request: &Request<()>, allowed: &[String]) -> Result<(), Rejecti
     let Ok(origin) = origin.to_str() else {
         return forbidden("Origin header is not text");
     };
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin.trim_end_matches('/'))) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    {
         return Ok(());
     }
-    let origin_host = origin.parse::<Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().to_string()));
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().to_string()));
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     match (origin_host, host) {
         (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
         _ => forbidden("cross-origin request not allowed (see --allowed-origin)"),
@@ -72,7 +95,9 @@ fn check_origin(request: &Request<()>, allowed: &[String]) -> Result<(), Rejecti
 /// The first of the server's subprotocols that the client offers.
 fn choose_subprotocol<'a>(request: &Request<()>, ours: &'a [String]) -> Option<&'a str> {
     let offered = header_tokens(request, "sec-websocket-protocol");
-    ours.iter().map(String::as_str).find(|p| offered.contains(p))
+    ours.iter()
+        .map(String::as_str)
+        .find(|p| offered.contains(p))
 }
 
 /// Writes the 101 response.
@@ -102,24 +127,46 @@ mod tests {
     fn accepts_and_derives_key() {
         let r = accept(&request(&[]), &Policy::default()).unwrap();
         assert_eq!(r.status(), 101);
-        assert_eq!(r.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            r.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn origin_rules() {
         let p = Policy::default();
         assert!(accept(&request(&[("Origin", "http://chat.example:8080")]), &p).is_ok());
-        assert_eq!(accept(&request(&[("Origin", "http://evil.example")]), &p).unwrap_err().status, 403);
-        assert_eq!(accept(&request(&[("Origin", "null")]), &p).unwrap_err().status, 403);
-        let allow = Policy { allowed_origins: vec!["http://evil.example".into()], ..Policy::default() };
+        assert_eq!(
+            accept(&request(&[("Origin", "http://evil.example")]), &p)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(
+            accept(&request(&[("Origin", "null")]), &p)
+                .unwrap_err()
+                .status,
+            403
+        );
+        let allow = Policy {
+            allowed_origins: vec!["http://evil.example".into()],
+            ..Policy::default()
+        };
         assert!(accept(&request(&[("Origin", "http://evil.example")]), &allow).is_ok());
-        let any = Policy { allowed_origins: vec!["*".into()], ..Policy::default() };
+        let any = Policy {
+            allowed_origins: vec!["*".into()],
+            ..Policy::default()
+        };
         assert!(accept(&request(&[("Origin", "http://x.test")]), &any).is_ok());
     }
 
     #[test]
     fn subprotocol_is_servers_first_choice() {
-        let p = Policy { subprotocols: vec!["b".into(), "a".into()], ..Policy::default() };
+        let p = Policy {
+            subprotocols: vec!["b".into(), "a".into()],
+            ..Policy::default()
+        };
         let r = accept(&request(&[("Sec-WebSocket-Protocol", "a, b")]), &p).unwrap();
         assert_eq!(r.headers()["sec-websocket-protocol"], "b");
         let r = accept(&request(&[("Sec-WebSocket-Protocol", "c")]), &p).unwrap();

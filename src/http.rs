@@ -30,7 +30,11 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with no extra headers.
     pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Rejection { status, headers: Vec::new(), reason: reason.into() }
+        Rejection {
+            status,
+            headers: Vec::new(),
+            reason: reason.into(),
+        }
     }
 
     /// Adds a response header.
@@ -67,7 +71,12 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<()>, us
                 "too many header fields",
             ));
         }
-        Err(e) => return Err(Rejection::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}"))),
+        Err(e) => {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                format!("malformed request: {e}"),
+            ));
+        }
     };
     let head_len = match status {
         httparse::Status::Complete(n) if n <= max_head => n,
@@ -86,12 +95,16 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<()>, us
     if !target.starts_with('/') {
         return Err(bad("request target must be an absolute path"));
     }
-    let mut builder = Request::builder().method(method).uri(target).version(version);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .version(version);
     let Some(map) = builder.headers_mut() else {
         return Err(bad("bad request target"));
     };
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| bad("bad header name"))?;
+        let name =
+            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| bad("bad header name"))?;
         let value = HeaderValue::from_bytes(header.value).map_err(|_| bad("bad header value"))?;
         map.append(name, value);
     }
@@ -100,7 +113,10 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<()>, us
 }
 
 fn too_large() -> Rejection {
-    Rejection::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
+    Rejection::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request head too large",
+    )
 }
 
 /// Decides where a request goes, or why it is refused.
@@ -110,8 +126,11 @@ fn too_large() -> Rejection {
 pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
-        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} not allowed"))
-            .with_header("Allow", "GET, HEAD"));
+        return Err(Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed"),
+        )
+        .with_header("Allow", "GET, HEAD"));
     }
     let path = request.uri().path();
     if path == "/ws" {
@@ -121,7 +140,10 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
         return if valid_room(room) {
             Ok(Route::Hub(room.to_string()))
         } else {
-            Err(Rejection::new(StatusCode::BAD_REQUEST, "room names are 1-64 of A-Z a-z 0-9 _ . -"))
+            Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "room names are 1-64 of A-Z a-z 0-9 _ . -",
+            ))
         };
     }
     if path == "/echo" {
@@ -134,9 +156,17 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
-            ".." => return Err(Rejection::new(StatusCode::BAD_REQUEST, "path escapes the root")),
+            ".." => {
+                return Err(Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "path escapes the root",
+                ));
+            }
             s if s.contains(['\\', '\0']) => {
-                return Err(Rejection::new(StatusCode::BAD_REQUEST, "bad character in path"));
+                return Err(Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad character in path",
+                ));
             }
             s => clean.push(s),
         }
@@ -154,7 +184,9 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
 /// True for a valid room name: 1–64 of `A-Z a-z 0-9 _ . -`.
 pub fn valid_room(room: &str) -> bool {
     (1..=64).contains(&room.len())
-        && room.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Why a head could not be read.
@@ -194,9 +226,13 @@ pub(crate) fn read_head(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(HeadError::Timeout { partial: !buf.is_empty() });
+            return Err(HeadError::Timeout {
+                partial: !buf.is_empty(),
+            });
         }
-        stream.set_read_timeout(Some(deadline - now)).map_err(HeadError::Io)?;
+        stream
+            .set_read_timeout(Some(deadline - now))
+            .map_err(HeadError::Io)?;
         let room = (max_head - buf.len().min(max_head)).clamp(1, chunk.len());
         match (&*stream).read(&mut chunk[..room]) {
             Ok(0) if buf.is_empty() => return Err(HeadError::Closed),
@@ -211,8 +247,15 @@ pub(crate) fn read_head(
                 buf.extend_from_slice(&chunk[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(HeadError::Timeout { partial: !buf.is_empty() });
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadError::Timeout {
+                    partial: !buf.is_empty(),
+                });
             }
             Err(e) => return Err(HeadError::Io(e)),
         }
@@ -258,8 +301,20 @@ pub(crate) fn respond(
 pub(crate) fn reject(out: impl Write, rejection: &Rejection, head_only: bool) -> io::Result<()> {
     let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "text/plain; charset=utf-8")];
     headers.extend(rejection.headers.iter().map(|(n, v)| (*n, v.as_str())));
-    let body = format!("{} {}: {}\n", rejection.status.as_u16(), rejection.status.canonical_reason().unwrap_or(""), rejection.reason);
-    respond(out, rejection.status, &headers, body.as_bytes(), head_only, false)
+    let body = format!(
+        "{} {}: {}\n",
+        rejection.status.as_u16(),
+        rejection.status.canonical_reason().unwrap_or(""),
+        rejection.reason
+    );
+    respond(
+        out,
+        rejection.status,
+        &headers,
+        body.as_bytes(),
+        head_only,
+        false,
+    )
 }
 
 /// True when the client asked to keep the connection open after this
@@ -267,7 +322,9 @@ pub(crate) fn reject(out: impl Write, rejection: &Rejection, head_only: bool) ->
 /// `Connection: keep-alive`. A request with a body is never kept, since the
 /// body is not read.
 pub(crate) fn keep_alive(request: &Request<()>) -> bool {
-    let has_body = request.headers().contains_key(http::header::TRANSFER_ENCODING)
+    let has_body = request
+        .headers()
+        .contains_key(http::header::TRANSFER_ENCODING)
         || request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -310,8 +367,13 @@ mod tests {
 
     #[test]
     fn partial_then_complete() {
-        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 8192), Ok(None)));
-        let (r, n) = parse_head(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nrest", 8192).unwrap().unwrap();
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 8192),
+            Ok(None)
+        ));
+        let (r, n) = parse_head(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nrest", 8192)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.uri().path(), "/x");
         assert_eq!(n, 28);
     }
@@ -325,16 +387,41 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(&req("GET /ws HTTP/1.1\r\n\r\n")), Ok(Route::Hub(String::new())));
-        assert_eq!(route(&req("GET /ws/a.b-c_1?x=1 HTTP/1.1\r\n\r\n")), Ok(Route::Hub("a.b-c_1".into())));
-        assert_eq!(route(&req("GET /ws/a%20b HTTP/1.1\r\n\r\n")).unwrap_err().status, 400);
-        assert_eq!(route(&req("GET /ws/ HTTP/1.1\r\n\r\n")).unwrap_err().status, 400);
+        assert_eq!(
+            route(&req("GET /ws HTTP/1.1\r\n\r\n")),
+            Ok(Route::Hub(String::new()))
+        );
+        assert_eq!(
+            route(&req("GET /ws/a.b-c_1?x=1 HTTP/1.1\r\n\r\n")),
+            Ok(Route::Hub("a.b-c_1".into()))
+        );
+        assert_eq!(
+            route(&req("GET /ws/a%20b HTTP/1.1\r\n\r\n"))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            route(&req("GET /ws/ HTTP/1.1\r\n\r\n")).unwrap_err().status,
+            400
+        );
         let long = format!("GET /ws/{} HTTP/1.1\r\n\r\n", "a".repeat(65));
         assert_eq!(route(&req(&long)).unwrap_err().status, 400);
         assert_eq!(route(&req("GET /echo HTTP/1.1\r\n\r\n")), Ok(Route::Echo));
-        assert_eq!(route(&req("GET /?room=x HTTP/1.1\r\n\r\n")), Ok(Route::File("index.html".into())));
-        assert_eq!(route(&req("HEAD /a/b.css HTTP/1.1\r\n\r\n")), Ok(Route::File("a/b.css".into())));
-        assert_eq!(route(&req("GET /%2e%2e/etc/passwd HTTP/1.1\r\n\r\n")).unwrap_err().status, 400);
+        assert_eq!(
+            route(&req("GET /?room=x HTTP/1.1\r\n\r\n")),
+            Ok(Route::File("index.html".into()))
+        );
+        assert_eq!(
+            route(&req("HEAD /a/b.css HTTP/1.1\r\n\r\n")),
+            Ok(Route::File("a/b.css".into()))
+        );
+        assert_eq!(
+            route(&req("GET /%2e%2e/etc/passwd HTTP/1.1\r\n\r\n"))
+                .unwrap_err()
+                .status,
+            400
+        );
         let post = route(&req("POST / HTTP/1.1\r\n\r\n")).unwrap_err();
         assert_eq!(post.status, 405);
         assert_eq!(post.headers, vec![("Allow", "GET, HEAD".to_string())]);
@@ -343,9 +430,15 @@ mod tests {
     #[test]
     fn keep_alive_rules() {
         assert!(keep_alive(&req("GET / HTTP/1.1\r\n\r\n")));
-        assert!(!keep_alive(&req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")));
+        assert!(!keep_alive(&req(
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )));
         assert!(!keep_alive(&req("GET / HTTP/1.0\r\n\r\n")));
-        assert!(keep_alive(&req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")));
-        assert!(!keep_alive(&req("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")));
+        assert!(keep_alive(&req(
+            "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+        )));
+        assert!(!keep_alive(&req(
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+        )));
     }
 }

@@ -87,7 +87,12 @@ pub(crate) enum HubMsg {
     Register(Member),
     Unregister(ClientId),
     /// `from: None` is the host program; it names the room instead.
-    Broadcast { from: Option<ClientId>, room: Option<Arc<str>>, frame: Frame, message: Message },
+    Broadcast {
+        from: Option<ClientId>,
+        room: Option<Arc<str>>,
+        frame: Frame,
+        message: Message,
+    },
     Subscribe(Sender<Event>),
     Shutdown,
 }
@@ -117,7 +122,12 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
         match msg {
             HubMsg::Register(member) => hub.register(member),
             HubMsg::Unregister(id) => hub.unregister(id),
-            HubMsg::Broadcast { from, room, frame, message } => hub.broadcast(from, room, frame, message, limits),
+            HubMsg::Broadcast {
+                from,
+                room,
+                frame,
+                message,
+            } => hub.broadcast(from, room, frame, message, limits),
             HubMsg::Subscribe(tx) => hub.subscribers.push(tx),
             HubMsg::Shutdown => {
                 hub.shutdown();
@@ -159,8 +169,16 @@ impl Hub {
         self.emit(|| Event::Left { client, room });
     }
 
-    fn broadcast(&mut self, from: Option<ClientId>, room: Option<Arc<str>>, frame: Frame, message: Message, limits: Limits) {
-        let Some(room) = room.or_else(|| from.and_then(|id| self.where_is.get(&id).cloned())) else {
+    fn broadcast(
+        &mut self,
+        from: Option<ClientId>,
+        room: Option<Arc<str>>,
+        frame: Frame,
+        message: Message,
+        limits: Limits,
+    ) {
+        let Some(room) = room.or_else(|| from.and_then(|id| self.where_is.get(&id).cloned()))
+        else {
             return; // The sender left (or was evicted) before its message got here.
         };
         let Some(members) = self.rooms.get(&room) else {
@@ -188,7 +206,9 @@ impl Hub {
                         "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
                         m.id, limits.messages, limits.bytes
                     );
-                    let _ = m.control.try_send(close_frame(CloseCode::Policy, "send queue full"));
+                    let _ = m
+                        .control
+                        .try_send(close_frame(CloseCode::Policy, "send queue full"));
                 }
                 // A disconnected queue means the writer is gone; its reader
                 // unregisters soon. Either way, no more deliveries to it.
@@ -196,7 +216,11 @@ impl Hub {
             }
         }
         if let Some(client) = from {
-            self.emit(|| Event::Message { client, room: room.clone(), message });
+            self.emit(|| Event::Message {
+                client,
+                room: room.clone(),
+                message,
+            });
         }
         for id in evicted {
             self.where_is.remove(&id);
@@ -224,19 +248,23 @@ impl Hub {
         }
         let event = event();
         let mut dropped = 0;
-        self.subscribers.retain(|s| match s.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                dropped += 1;
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        });
+        self.subscribers
+            .retain(|s| match s.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    dropped += 1;
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
         if dropped > 0 {
             self.dropped_events += dropped;
             // Powers of two: a stuck subscriber is reported, not logged per event.
             if self.dropped_events.is_power_of_two() {
-                warn!("hub: {} events dropped so far: a subscriber is not keeping up", self.dropped_events);
+                warn!(
+                    "hub: {} events dropped so far: a subscriber is not keeping up",
+                    self.dropped_events
+                );
             }
         }
     }

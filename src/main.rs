@@ -21,7 +21,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: log::LevelFilter) {
-    let config = ConfigBuilder::new().set_target_level(log::LevelFilter::Off).set_thread_level(log::LevelFilter::Off).build();
+    let config = ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
     // Only fails if a logger is already set, which cannot happen here.
     let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Auto);
 }
@@ -65,7 +68,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
 /// Each client is one file descriptor: take the hard limit, and say what it allows.
 fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => info!("open-file limit {limit}: room for about {} clients", limit.saturating_sub(32)),
+        Ok(limit) => info!(
+            "open-file limit {limit}: room for about {} clients",
+            limit.saturating_sub(32)
+        ),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
 }
@@ -74,10 +80,14 @@ fn log_urls(addr: SocketAddr) {
     let port = addr.port();
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
-            info!("open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)");
+            info!(
+                "open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)"
+            );
         }
         IpAddr::V6(ip) if ip.is_unspecified() => {
-            info!("open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)");
+            info!(
+                "open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)"
+            );
         }
         _ => info!("open http://{addr}/"),
     }

@@ -124,7 +124,11 @@ impl Server {
             }
         };
         info!("listening on {local_addr}");
-        Ok(Server { handle: Handle { shared }, acceptor: Some(acceptor), hub: Some(hub) })
+        Ok(Server {
+            handle: Handle { shared },
+            acceptor: Some(acceptor),
+            hub: Some(hub),
+        })
     }
 
     /// A cloneable handle for other threads (signal handlers, the host program).
@@ -152,7 +156,12 @@ impl Server {
         {
             let mut live = self.handle.shared.lock();
             while !live.stop_requested {
-                live = self.handle.shared.changed.wait(live).unwrap_or_else(|e| e.into_inner());
+                live = self
+                    .handle
+                    .shared
+                    .changed
+                    .wait(live)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
         self.stop();
@@ -225,7 +234,12 @@ impl Handle {
         let frame = Frame::data(Role::Server, &message).ok_or(Error::NotData)?;
         self.shared
             .hub
-            .send(HubMsg::Broadcast { from: None, room: Some(room.into()), frame, message })
+            .send(HubMsg::Broadcast {
+                from: None,
+                room: Some(room.into()),
+                frame,
+                message,
+            })
             .map_err(|_| Error::Closed)
     }
 
@@ -256,19 +270,30 @@ impl Shared {
             if left.is_zero() {
                 return false;
             }
-            live = self.changed.wait_timeout(live, left).unwrap_or_else(|e| e.into_inner()).0;
+            live = self
+                .changed
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }
 
     /// Spawns a counted connection thread.
-    fn spawn(self: &Arc<Self>, name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    fn spawn(
+        self: &Arc<Self>,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
         self.lock().threads += 1;
         let guard = ThreadGuard(self.clone());
-        thread::Builder::new().name(name).stack_size(self.config.thread_stack_bytes).spawn(move || {
-            let _guard = guard;
-            body();
-        })?;
+        thread::Builder::new()
+            .name(name)
+            .stack_size(self.config.thread_stack_bytes)
+            .spawn(move || {
+                let _guard = guard;
+                body();
+            })?;
         Ok(())
     }
 
@@ -319,8 +344,12 @@ impl Drop for Registered {
 /// The address that reaches our own listener.
 fn wake_addr(bound: SocketAddr) -> SocketAddr {
     match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port())
+        }
         _ => bound,
     }
 }
@@ -364,12 +393,27 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
         }
     };
     shared.lock().sockets.insert(id, wire.clone());
-    let registered = Registered { shared: shared.clone(), id };
-    let conn = Conn { shared: shared.clone(), wire: wire.clone(), id: ClientId(id), peer };
+    let registered = Registered {
+        shared: shared.clone(),
+        id,
+    };
+    let conn = Conn {
+        shared: shared.clone(),
+        wire: wire.clone(),
+        id: ClientId(id),
+        peer,
+    };
     if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
         error!("cannot start a thread for {peer}: {e}");
         let body = b"server overloaded\n";
-        let _ = http::respond(wire.stream(), StatusCode::SERVICE_UNAVAILABLE, &[("Retry-After", "5")], body, false, false);
+        let _ = http::respond(
+            wire.stream(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[("Retry-After", "5")],
+            body,
+            false,
+            false,
+        );
     }
 }
 
@@ -391,18 +435,31 @@ impl Conn {
         let mut buf = Vec::new();
         let mut first = true;
         loop {
-            let head = http::read_head(self.wire.stream(), &mut buf, self.config().head_timeout, self.config().max_head_bytes);
+            let head = http::read_head(
+                self.wire.stream(),
+                &mut buf,
+                self.config().head_timeout,
+                self.config().max_head_bytes,
+            );
             let (request, head_len) = match head {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return,
                 Err(HeadError::Timeout { partial: false }) => {
                     if first {
-                        info!("{} ({}): no request within {:?}, closing", self.id, self.peer, self.config().head_timeout);
+                        info!(
+                            "{} ({}): no request within {:?}, closing",
+                            self.id,
+                            self.peer,
+                            self.config().head_timeout
+                        );
                     }
                     return;
                 }
                 Err(HeadError::Timeout { partial: true }) => {
-                    let rejection = Rejection::new(StatusCode::REQUEST_TIMEOUT, "request head not completed in time");
+                    let rejection = Rejection::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request head not completed in time",
+                    );
                     return self.refuse(&rejection, false);
                 }
                 Err(HeadError::Rejected(rejection)) => return self.refuse(&rejection, false),
@@ -422,16 +479,29 @@ impl Conn {
                     }
                     buf = rest;
                 }
-                Ok(Route::Hub(room)) => return self.upgrade(request, Some(room.into()), rest, registered),
+                Ok(Route::Hub(room)) => {
+                    return self.upgrade(request, Some(room.into()), rest, registered);
+                }
                 Ok(Route::Echo) => return self.upgrade(request, None, rest, registered),
             }
         }
     }
 
     fn refuse(&self, rejection: &Rejection, head_only: bool) {
-        info!("{} ({}): {} {}", self.id, self.peer, rejection.status.as_u16(), rejection.reason);
+        info!(
+            "{} ({}): {} {}",
+            self.id,
+            self.peer,
+            rejection.status.as_u16(),
+            rejection.reason
+        );
         if let Err(e) = http::reject(self.wire.stream(), rejection, head_only) {
-            debug!("{} ({}): writing {}: {e}", self.id, self.peer, rejection.status.as_u16());
+            debug!(
+                "{} ({}): writing {}: {e}",
+                self.id,
+                self.peer,
+                rejection.status.as_u16()
+            );
         }
         // Let the response reach the peer before the socket closes.
         self.wire.shutdown(Shutdown::Write);
@@ -439,13 +509,25 @@ impl Conn {
 
     /// Serves one file; returns whether the connection stays open.
     fn serve_file(&self, request: &Request<()>, path: &str, head_only: bool) -> bool {
-        if http::header_tokens(request, "upgrade").iter().any(|t| t.eq_ignore_ascii_case("websocket")) {
-            let rejection = Rejection::new(StatusCode::NOT_FOUND, format!("no WebSocket endpoint at {}", request.uri().path()));
+        if http::header_tokens(request, "upgrade")
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("websocket"))
+        {
+            let rejection = Rejection::new(
+                StatusCode::NOT_FOUND,
+                format!("no WebSocket endpoint at {}", request.uri().path()),
+            );
             self.refuse(&rejection, head_only);
             return false;
         }
         let Some(asset) = self.shared.assets.get(path) else {
-            self.refuse(&Rejection::new(StatusCode::NOT_FOUND, format!("{} not found", request.uri().path())), head_only);
+            self.refuse(
+                &Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    format!("{} not found", request.uri().path()),
+                ),
+                head_only,
+            );
             return false;
         };
         let keep = http::keep_alive(request);
@@ -455,7 +537,14 @@ impl Conn {
             ("X-Content-Type-Options", "nosniff"),
         ];
         debug!("{} ({}): 200 {}", self.id, self.peer, request.uri().path());
-        match http::respond(self.wire.stream(), StatusCode::OK, &headers, &asset.body, head_only, keep) {
+        match http::respond(
+            self.wire.stream(),
+            StatusCode::OK,
+            &headers,
+            &asset.body,
+            head_only,
+            keep,
+        ) {
             Ok(()) => keep,
             Err(e) => {
                 debug!("{} ({}): {e}", self.id, self.peer);
@@ -466,18 +555,29 @@ impl Conn {
 
     /// Completes the handshake and runs the client: this thread becomes its
     /// reader, a new thread its writer. `room: None` is the echo endpoint.
-    fn upgrade(self, request: Request<()>, room: Option<Arc<str>>, rest: Vec<u8>, registered: Registered) {
+    fn upgrade(
+        self,
+        request: Request<()>,
+        room: Option<Arc<str>>,
+        rest: Vec<u8>,
+        registered: Registered,
+    ) {
         let response = match handshake::accept(&request, &self.shared.policy) {
             Ok(response) => response,
             Err(rejection) => return self.refuse(&rejection, false),
         };
         let Some(admission) = self.shared.admit() else {
             let limit = self.config().max_clients.unwrap_or_default();
-            let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, format!("at the limit of {limit} clients"))
-                .with_header("Retry-After", "5");
+            let rejection = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("at the limit of {limit} clients"),
+            )
+            .with_header("Retry-After", "5");
             return self.refuse(&rejection, false);
         };
-        if let Err(e) = handshake::write_response(self.wire.stream(), &response).and_then(|()| Ok(self.wire.stream().flush()?)) {
+        if let Err(e) = handshake::write_response(self.wire.stream(), &response)
+            .and_then(|()| Ok(self.wire.stream().flush()?))
+        {
             debug!("{} ({}): writing 101: {e}", self.id, self.peer);
             return;
         }
@@ -486,8 +586,12 @@ impl Conn {
             debug!("{} ({}): {e}", self.id, self.peer);
             return;
         }
-        let mut ctx = WebSocketContext::from_partially_read(rest, Role::Server, Some(self.shared.ws_config));
-        let timing = Timing { ping_interval: cfg.ping_interval, close_timeout: cfg.close_timeout };
+        let mut ctx =
+            WebSocketContext::from_partially_read(rest, Role::Server, Some(self.shared.ws_config));
+        let timing = Timing {
+            ping_interval: cfg.ping_interval,
+            close_timeout: cfg.close_timeout,
+        };
         let (queue_tx, queue_rx) = bounded(cfg.send_queue);
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
@@ -505,11 +609,23 @@ impl Conn {
             Some(room) => format!("joined room {room:?}"),
             None => "opened an echo session".to_string(),
         };
-        if self.shared.hub.send(HubMsg::Register(member)).is_err() {
-            let _ = self.wire.send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
+        // `stopping` is set before the hub is told to shut down, so a
+        // registration that queued behind the hub's Shutdown (and will never
+        // be seen) always sees it here.
+        if self.shared.hub.send(HubMsg::Register(member)).is_err()
+            || self.shared.stopping.load(Ordering::SeqCst)
+        {
+            let _ = self
+                .wire
+                .send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
             return;
         }
-        let inputs = WriterInputs { queue: queue_rx, control: control_rx, reader_done: done_rx, queued_bytes: queued_bytes.clone() };
+        let inputs = WriterInputs {
+            queue: queue_rx,
+            control: control_rx,
+            reader_done: done_rx,
+            queued_bytes: queued_bytes.clone(),
+        };
         let (writer_wire, id, peer) = (self.wire.clone(), self.id, self.peer);
         let writer = self.shared.spawn(format!("wshub-write-{}", id.0), move || {
             // The writer keeps the socket registered and the slot taken until it is done too.
@@ -520,7 +636,9 @@ impl Conn {
         });
         if let Err(e) = writer {
             error!("{} ({}): cannot start its writer: {e}", self.id, self.peer);
-            let _ = self.wire.send_close(Some(&close_frame(CloseCode::Again, "server overloaded")));
+            let _ = self
+                .wire
+                .send_close(Some(&close_frame(CloseCode::Again, "server overloaded")));
             let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
             return;
         }
@@ -532,7 +650,13 @@ impl Conn {
                     let Some(frame) = Frame::data(Role::Server, &message) else {
                         return true;
                     };
-                    hub.send(HubMsg::Broadcast { from: Some(id), room: None, frame, message }).is_ok()
+                    hub.send(HubMsg::Broadcast {
+                        from: Some(id),
+                        room: None,
+                        frame,
+                        message,
+                    })
+                    .is_ok()
                 })
             }
             None => client::read_loop(&self.wire, &mut ctx, timing, |message| {
@@ -549,7 +673,9 @@ impl Conn {
         drop(done_tx);
         match &ending {
             Ending::PeerClosed(_) => info!("{} ({}): {ending}", self.id, self.peer),
-            Ending::WeClosed(code, _) if *code == CloseCode::Away => info!("{} ({}): {ending}", self.id, self.peer),
+            Ending::WeClosed(code, _) if *code == CloseCode::Away => {
+                info!("{} ({}): {ending}", self.id, self.peer)
+            }
             Ending::WeClosed(..) => warn!("{} ({}): {ending}", self.id, self.peer),
             Ending::Dropped(_) => info!("{} ({}): {ending}", self.id, self.peer),
         }

@@ -38,14 +38,21 @@ impl Frame {
     /// Encodes a frame for `role`. Server frames share `payload`; client
     /// frames are masked, which costs one copy.
     pub(crate) fn encode(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
-        let header = FrameHeader { opcode, ..FrameHeader::default() };
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
         let mut frame = TFrame::from_payload(header, payload);
         if role == Role::Client {
             frame.header_mut().mask = Some(rand::random());
             let mut out = Vec::with_capacity(frame.len());
             // Formatting into a Vec cannot fail.
             let _ = frame.format(&mut out);
-            return Frame { head: [0; 14], head_len: 0, body: Bytes::from(out) };
+            return Frame {
+                head: [0; 14],
+                head_len: 0,
+                body: Bytes::from(out),
+            };
         }
         let mut head = [0u8; 14];
         let mut cursor = io::Cursor::new(&mut head[..]);
@@ -53,13 +60,21 @@ impl Frame {
         // A header is at most 10 bytes unmasked: writing into 14 cannot fail.
         let _ = frame.header().format(len, &mut cursor);
         let head_len = cursor.position() as u8;
-        Frame { head, head_len, body: frame.into_payload() }
+        Frame {
+            head,
+            head_len,
+            body: frame.into_payload(),
+        }
     }
 
     /// Encodes a text or binary message; other kinds are refused.
     pub(crate) fn data(role: Role, message: &Message) -> Option<Frame> {
         match message {
-            Message::Text(t) => Some(Frame::encode(role, OpCode::Data(Data::Text), t.clone().into())),
+            Message::Text(t) => Some(Frame::encode(
+                role,
+                OpCode::Data(Data::Text),
+                t.clone().into(),
+            )),
             Message::Binary(b) => Some(Frame::encode(role, OpCode::Data(Data::Binary), b.clone())),
             _ => None,
         }
@@ -95,7 +110,10 @@ impl Frame {
     }
 
     fn slices(&self) -> [IoSlice<'_>; 2] {
-        [IoSlice::new(&self.head[..self.head_len as usize]), IoSlice::new(&self.body)]
+        [
+            IoSlice::new(&self.head[..self.head_len as usize]),
+            IoSlice::new(&self.body),
+        ]
     }
 }
 
@@ -121,7 +139,13 @@ struct WriteState {
 impl Wire {
     pub(crate) fn new(stream: TcpStream, role: Role, write_timeout: Duration) -> io::Result<Wire> {
         stream.set_write_timeout(Some(write_timeout))?;
-        Ok(Wire { stream, role, write_timeout, state: Mutex::new(WriteState::default()), done: AtomicBool::new(false) })
+        Ok(Wire {
+            stream,
+            role,
+            write_timeout,
+            state: Mutex::new(WriteState::default()),
+            done: AtomicBool::new(false),
+        })
     }
 
     pub(crate) fn stream(&self) -> &TcpStream {
@@ -242,7 +266,12 @@ impl Wire {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // SO_SNDTIMEO shows up as WouldBlock on Unix, TimedOut on Windows.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     break Err(timed_out());
                 }
                 Err(e) => break Err(e),
@@ -292,10 +321,18 @@ mod tests {
     #[test]
     fn server_frames_match_rfc_examples() {
         // RFC 6455 5.7: unmasked "Hello".
-        let f = Frame::encode(Role::Server, OpCode::Data(Data::Text), Bytes::from_static(b"Hello"));
+        let f = Frame::encode(
+            Role::Server,
+            OpCode::Data(Data::Text),
+            Bytes::from_static(b"Hello"),
+        );
         assert_eq!(wire_bytes(&f), b"\x81\x05Hello");
         // 256 bytes binary uses the 16-bit length form.
-        let f = Frame::encode(Role::Server, OpCode::Data(Data::Binary), Bytes::from(vec![0u8; 256]));
+        let f = Frame::encode(
+            Role::Server,
+            OpCode::Data(Data::Binary),
+            Bytes::from(vec![0u8; 256]),
+        );
         assert_eq!(&wire_bytes(&f)[..4], b"\x82\x7e\x01\x00");
         assert_eq!(f.len(), 260);
     }
@@ -303,7 +340,10 @@ mod tests {
     #[test]
     fn close_reason_is_capped_at_a_char_boundary() {
         let reason = "é".repeat(100);
-        let cf = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+        let cf = CloseFrame {
+            code: CloseCode::Normal,
+            reason: reason.into(),
+        };
         let f = Frame::close(Role::Server, Some(&cf));
         let bytes = wire_bytes(&f);
         assert!(bytes.len() - 2 <= 125);
@@ -312,12 +352,20 @@ mod tests {
 
     #[test]
     fn client_frames_are_masked() {
-        let f = Frame::encode(Role::Client, OpCode::Data(Data::Text), Bytes::from_static(b"Hello"));
+        let f = Frame::encode(
+            Role::Client,
+            OpCode::Data(Data::Text),
+            Bytes::from_static(b"Hello"),
+        );
         let b = wire_bytes(&f);
         assert_eq!(b[0], 0x81);
         assert_eq!(b[1], 0x85);
         let mask = &b[2..6];
-        let unmasked: Vec<u8> = b[6..].iter().enumerate().map(|(i, x)| x ^ mask[i % 4]).collect();
+        let unmasked: Vec<u8> = b[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x ^ mask[i % 4])
+            .collect();
         assert_eq!(unmasked, b"Hello");
     }
 }

@@ -16,7 +16,10 @@ fn page_is_served_with_type_and_length() {
     assert_eq!(status(&r), 200, "{r}");
     assert!(r.contains("Content-Type: text/html; charset=utf-8"), "{r}");
     let page = include_str!("../static/index.html");
-    assert!(r.contains(&format!("Content-Length: {}\r\n", page.len())), "{r}");
+    assert!(
+        r.contains(&format!("Content-Length: {}\r\n", page.len())),
+        "{r}"
+    );
     assert!(r.ends_with(page));
     // The room is in the query or fragment: still the page.
     assert_eq!(status(&get(server.local_addr(), "/?room=ops", "")), 200);
@@ -26,7 +29,10 @@ fn page_is_served_with_type_and_length() {
 fn head_has_headers_but_no_body() {
     let server = start(config());
     let addr = server.local_addr();
-    let r = http(addr, format!("HEAD / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes());
+    let r = http(
+        addr,
+        format!("HEAD / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     assert_eq!(status(&r), 200);
     let len = include_str!("../static/index.html").len();
     assert!(r.contains(&format!("Content-Length: {len}\r\n")));
@@ -55,7 +61,10 @@ fn unknown_path_is_404_and_other_methods_405() {
     let addr = server.local_addr();
     assert_eq!(status(&get(addr, "/nope.html", "")), 404);
     for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
-        let r = http(addr, format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes());
+        let r = http(
+            addr,
+            format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
         assert_eq!(status(&r), 405, "{method}: {r}");
         assert!(r.contains("Allow: GET, HEAD\r\n"), "{r}");
     }
@@ -75,7 +84,13 @@ fn room_names_are_checked() {
     let server = start(config());
     let addr = server.local_addr();
     let long = format!("/ws/{}", "a".repeat(65));
-    for path in ["/ws/", "/ws/a%20b", "/ws/a/b", "/ws/caf%C3%A9", long.as_str()] {
+    for path in [
+        "/ws/",
+        "/ws/a%20b",
+        "/ws/a/b",
+        "/ws/caf%C3%A9",
+        long.as_str(),
+    ] {
         let r = http(addr, upgrade_head(addr, path).as_bytes());
         assert_eq!(status(&r), 400, "{path}: {r}");
     }
@@ -88,7 +103,8 @@ fn room_names_are_checked() {
 fn unsupported_version_is_426() {
     let server = start(config());
     let addr = server.local_addr();
-    let head = upgrade_head(addr, "/ws").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let head =
+        upgrade_head(addr, "/ws").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let r = http(addr, head.as_bytes());
     assert_eq!(status(&r), 426, "{r}");
     assert!(r.contains("Sec-WebSocket-Version: 13\r\n"), "{r}");
@@ -109,27 +125,61 @@ fn cross_origin_is_403_unless_allowed() {
     let server = start(config());
     let addr = server.local_addr();
     let err = try_ws(addr, "/ws", &[("Origin", "http://evil.example")]).unwrap_err();
-    assert!(matches!(err, tungstenite::Error::Http(ref r) if r.status() == 403), "{err}");
+    assert!(
+        matches!(err, tungstenite::Error::Http(ref r) if r.status() == 403),
+        "{err}"
+    );
     // Same origin and no origin both pass.
     let own = format!("http://{addr}");
     close(&mut try_ws(addr, "/ws", &[("Origin", own.as_str())]).unwrap());
     close(&mut ws(addr, "/ws"));
 
-    let allowing = start(Config { allowed_origins: vec!["http://evil.example".into()], ..config() });
-    close(&mut try_ws(allowing.local_addr(), "/ws", &[("Origin", "http://evil.example")]).unwrap());
-    let err = try_ws(allowing.local_addr(), "/ws", &[("Origin", "http://other.example")]).unwrap_err();
+    let allowing = start(Config {
+        allowed_origins: vec!["http://evil.example".into()],
+        ..config()
+    });
+    close(
+        &mut try_ws(
+            allowing.local_addr(),
+            "/ws",
+            &[("Origin", "http://evil.example")],
+        )
+        .unwrap(),
+    );
+    let err = try_ws(
+        allowing.local_addr(),
+        "/ws",
+        &[("Origin", "http://other.example")],
+    )
+    .unwrap_err();
     assert!(matches!(err, tungstenite::Error::Http(ref r) if r.status() == 403));
 
-    let any = start(Config { allowed_origins: vec!["*".into()], ..config() });
-    close(&mut try_ws(any.local_addr(), "/ws", &[("Origin", "http://other.example")]).unwrap());
+    let any = start(Config {
+        allowed_origins: vec!["*".into()],
+        ..config()
+    });
+    close(
+        &mut try_ws(
+            any.local_addr(),
+            "/ws",
+            &[("Origin", "http://other.example")],
+        )
+        .unwrap(),
+    );
 }
 
 #[test]
 fn subprotocol_is_negotiated() {
-    let server = start(Config { subprotocols: vec!["chat.v2".into(), "chat.v1".into()], ..config() });
+    let server = start(Config {
+        subprotocols: vec!["chat.v2".into(), "chat.v1".into()],
+        ..config()
+    });
     let addr = server.local_addr();
     let mut head = upgrade_head(addr, "/ws");
-    head.insert_str(head.len() - 2, "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n");
+    head.insert_str(
+        head.len() - 2,
+        "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n",
+    );
     let r = handshake(addr, &head);
     assert_eq!(status(&r), 101);
     assert!(r.contains("sec-websocket-protocol: chat.v2\r\n"), "{r}");
@@ -137,33 +187,64 @@ fn subprotocol_is_negotiated() {
     other.insert_str(other.len() - 2, "Sec-WebSocket-Protocol: mqtt\r\n");
     let r = handshake(addr, &other);
     assert_eq!(status(&r), 101);
-    assert!(!r.to_ascii_lowercase().contains("sec-websocket-protocol"), "{r}");
+    assert!(
+        !r.to_ascii_lowercase().contains("sec-websocket-protocol"),
+        "{r}"
+    );
     // Never an extension: there is no permessage-deflate.
     let mut deflate = upgrade_head(addr, "/echo");
-    deflate.insert_str(deflate.len() - 2, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
-    assert!(!handshake(addr, &deflate).to_ascii_lowercase().contains("sec-websocket-extensions"));
+    deflate.insert_str(
+        deflate.len() - 2,
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+    );
+    assert!(
+        !handshake(addr, &deflate)
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions")
+    );
 }
 
 #[test]
 fn oversized_head_is_431() {
     let server = start(config());
     let addr = server.local_addr();
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
     assert_eq!(status(&http(addr, big.as_bytes())), 431);
     let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
-    assert_eq!(status(&http(addr, format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())), 431);
+    assert_eq!(
+        status(&http(
+            addr,
+            format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()
+        )),
+        431
+    );
 }
 
 #[test]
 fn garbage_is_400() {
     let server = start(config());
-    assert_eq!(status(&http(server.local_addr(), b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n")), 400);
-    assert_eq!(status(&http(server.local_addr(), b"GET nothing HTTP/1.1\r\n\r\n")), 400);
+    assert_eq!(
+        status(&http(
+            server.local_addr(),
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"
+        )),
+        400
+    );
+    assert_eq!(
+        status(&http(server.local_addr(), b"GET nothing HTTP/1.1\r\n\r\n")),
+        400
+    );
 }
 
 #[test]
 fn head_deadline_closes_silent_and_partial_connections() {
-    let server = start(Config { head_timeout: Duration::from_millis(300), ..config() });
+    let server = start(Config {
+        head_timeout: Duration::from_millis(300),
+        ..config()
+    });
     let addr = server.local_addr();
     let began = Instant::now();
     let mut silent = TcpStream::connect(addr).unwrap();
@@ -175,12 +256,19 @@ fn head_deadline_closes_silent_and_partial_connections() {
     // Meanwhile a normal client is served at once.
     assert_eq!(status(&get(addr, "/", "")), 200);
     let mut out = Vec::new();
-    assert_eq!(silent.read_to_end(&mut out).unwrap(), 0, "a silent connection is just closed");
+    assert_eq!(
+        silent.read_to_end(&mut out).unwrap(),
+        0,
+        "a silent connection is just closed"
+    );
     let mut out = String::new();
     partial.read_to_string(&mut out).unwrap();
     assert_eq!(status(&out), 408, "{out}");
     let took = began.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -189,19 +277,34 @@ fn static_dir_serves_disk_files_and_nothing_outside() {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("index.html"), "<p>disk</p>").unwrap();
     std::fs::write(dir.join("sub/app.js"), "let x = 1;").unwrap();
-    std::fs::write(dir.join("..").join(format!("wshub-secret-{}", std::process::id())), "secret").unwrap();
-    let server = start(Config { static_dir: Some(dir.clone()), ..config() });
+    std::fs::write(
+        dir.join("..")
+            .join(format!("wshub-secret-{}", std::process::id())),
+        "secret",
+    )
+    .unwrap();
+    let server = start(Config {
+        static_dir: Some(dir.clone()),
+        ..config()
+    });
     let addr = server.local_addr();
     let r = get(addr, "/", "");
     assert!(r.ends_with("<p>disk</p>"), "{r}");
     let r = get(addr, "/sub/app.js", "");
-    assert!(r.contains("Content-Type: text/javascript; charset=utf-8") || r.contains("Content-Type: application/javascript; charset=utf-8"), "{r}");
+    assert!(
+        r.contains("Content-Type: text/javascript; charset=utf-8")
+            || r.contains("Content-Type: application/javascript; charset=utf-8"),
+        "{r}"
+    );
     for path in [
         format!("/../wshub-secret-{}", std::process::id()),
         format!("/%2e%2e/wshub-secret-{}", std::process::id()),
         format!("/sub/..%2f..%2fwshub-secret-{}", std::process::id()),
     ] {
-        let r = http(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = http(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        );
         assert!(matches!(status(&r), 400 | 404), "{path}: {r}");
         assert!(!r.contains("secret"), "{path} escaped the root: {r}");
     }
@@ -210,7 +313,10 @@ fn static_dir_serves_disk_files_and_nothing_outside() {
 
 #[test]
 fn max_clients_gives_503_with_retry_after() {
-    let server = start(Config { max_clients: Some(2), ..config() });
+    let server = start(Config {
+        max_clients: Some(2),
+        ..config()
+    });
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws");
     let mut b = ws(addr, "/echo");

@@ -15,9 +15,8 @@ use wshub::{Config, Event};
 fn joined(events: &crossbeam_channel::Receiver<Event>, n: usize) {
     let mut seen = 0;
     while seen < n {
-        match events.recv_timeout(STEP).expect("join event") {
-            Event::Joined { .. } => seen += 1,
-            _ => {}
+        if let Event::Joined { .. } = events.recv_timeout(STEP).expect("join event") {
+            seen += 1;
         }
     }
 }
@@ -47,7 +46,10 @@ fn relays_to_the_others_and_not_the_sender() {
 
 #[test]
 fn echo_sender_sends_it_back_too() {
-    let server = start(Config { echo_sender: true, ..config() });
+    let server = start(Config {
+        echo_sender: true,
+        ..config()
+    });
     let events = server.events();
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws/r");
@@ -78,9 +80,13 @@ fn rooms_are_isolated() {
     text(&mut lobby, "to nobody");
     text(&mut red1, "for blue? no");
     assert_eq!(next(&mut red2), Message::text("for blue? no"));
-    server.broadcast("blue", Message::text("host to blue")).unwrap();
+    server
+        .broadcast("blue", Message::text("host to blue"))
+        .unwrap();
     assert_eq!(next(&mut blue), Message::text("host to blue"));
-    server.broadcast("", Message::text("host to lobby")).unwrap();
+    server
+        .broadcast("", Message::text("host to lobby"))
+        .unwrap();
     assert_eq!(next(&mut lobby), Message::text("host to lobby"));
 }
 
@@ -93,7 +99,9 @@ fn five_mib_binary_is_relayed_byte_exact() {
     let mut b = ws(addr, "/ws/files");
     let mut c = ws(addr, "/ws/files");
     joined(&events, 3);
-    let payload: Vec<u8> = (0..5 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let payload: Vec<u8> = (0..5 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     a.send(Message::binary(payload.clone())).unwrap();
     for r in [&mut b, &mut c] {
         match next(r) {
@@ -124,12 +132,17 @@ fn hundred_clients_ten_messages_each_exactly_once_in_order() {
                 }
                 let mut last: HashMap<usize, usize> = HashMap::new();
                 for _ in 0..(CLIENTS - 1) * MESSAGES {
-                    let Message::Text(t) = next(&mut c) else { panic!("expected text") };
+                    let Message::Text(t) = next(&mut c) else {
+                        panic!("expected text")
+                    };
                     let (from, seq) = t.split_once(':').unwrap();
                     let (from, seq): (usize, usize) = (from.parse().unwrap(), seq.parse().unwrap());
                     assert_ne!(from, id, "own message came back");
                     let expected = last.get(&from).map_or(0, |s| s + 1);
-                    assert_eq!(seq, expected, "client {id}: from {from} out of order or duplicated");
+                    assert_eq!(
+                        seq, expected,
+                        "client {id}: from {from} out of order or duplicated"
+                    );
                     last.insert(from, seq);
                 }
                 assert_eq!(last.len(), CLIENTS - 1);
@@ -147,7 +160,11 @@ fn hundred_clients_ten_messages_each_exactly_once_in_order() {
 #[test]
 fn a_client_that_never_reads_is_dropped_and_the_others_get_everything() {
     const N: usize = 300;
-    let server = start(Config { send_queue: 16, write_timeout: Duration::from_millis(500), ..config() });
+    let server = start(Config {
+        send_queue: 16,
+        write_timeout: Duration::from_millis(500),
+        ..config()
+    });
     let events = server.events();
     let addr = server.local_addr();
     let mut sender = ws(addr, "/ws/slow");
@@ -171,7 +188,11 @@ fn a_client_that_never_reads_is_dropped_and_the_others_get_everything() {
             match next(&mut reader) {
                 Message::Binary(b) => {
                     assert_eq!(b.len(), (64 << 10) + 4, "message {i}");
-                    assert_eq!(b[64 << 10..], (i as u32).to_be_bytes(), "message {i} out of order");
+                    assert_eq!(
+                        b[64 << 10..],
+                        (i as u32).to_be_bytes(),
+                        "message {i} out of order"
+                    );
                 }
                 other => panic!("expected binary, got {other:?}"),
             }
@@ -214,11 +235,17 @@ fn events_report_join_message_and_leave() {
     let events = server.events();
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws/ev");
-    let Event::Joined { client, room, .. } = events.recv_timeout(STEP).unwrap() else { panic!("join first") };
+    let Event::Joined { client, room, .. } = events.recv_timeout(STEP).unwrap() else {
+        panic!("join first")
+    };
     assert_eq!(&*room, "ev");
     text(&mut a, "hi");
     match events.recv_timeout(STEP).unwrap() {
-        Event::Message { client: from, room, message } => {
+        Event::Message {
+            client: from,
+            room,
+            message,
+        } => {
             assert_eq!(from, client);
             assert_eq!(&*room, "ev");
             assert_eq!(message, Message::text("hi"));
@@ -238,6 +265,12 @@ fn events_report_join_message_and_leave() {
 #[test]
 fn host_broadcast_checks_its_arguments() {
     let server = start(config());
-    assert!(matches!(server.broadcast("no spaces", Message::text("x")), Err(wshub::Error::InvalidRoom(_))));
-    assert!(matches!(server.broadcast("ok", Message::Ping(Default::default())), Err(wshub::Error::NotData)));
+    assert!(matches!(
+        server.broadcast("no spaces", Message::text("x")),
+        Err(wshub::Error::InvalidRoom(_))
+    ));
+    assert!(matches!(
+        server.broadcast("ok", Message::Ping(Default::default())),
+        Err(wshub::Error::NotData)
+    ));
 }

@@ -19,7 +19,10 @@ pub const STEP: Duration = Duration::from_secs(10);
 pub type Ws = WebSocket<TcpStream>;
 
 pub fn config() -> Config {
-    Config { addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() }
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
 }
 
 pub fn start(config: Config) -> Server {
@@ -31,21 +34,29 @@ pub fn ws(addr: SocketAddr, path: &str) -> Ws {
     try_ws(addr, path, &[]).unwrap_or_else(|e| panic!("upgrade to {path} failed: {e}"))
 }
 
-pub fn try_ws(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+pub fn try_ws(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(STEP)).unwrap();
     stream.set_write_timeout(Some(STEP)).unwrap();
-    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}{path}")).unwrap();
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}{path}"))
+            .unwrap();
     for (n, v) in headers {
         request.headers_mut().insert(
             tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
     }
-    tungstenite::client(request, stream).map(|(ws, _)| ws).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(e) => e,
-        tungstenite::HandshakeError::Interrupted(_) => panic!("handshake interrupted"),
-    })
+    tungstenite::client(request, stream)
+        .map(|(ws, _)| ws)
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => panic!("handshake interrupted"),
+        })
 }
 
 /// The next data or close message, skipping pings and pongs.
@@ -96,11 +107,18 @@ pub fn handshake(addr: SocketAddr, raw: &str) -> String {
 }
 
 pub fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
-    http(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").as_bytes())
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")
+            .as_bytes(),
+    )
 }
 
 pub fn status(response: &str) -> u16 {
-    response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"))
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"))
 }
 
 pub fn upgrade_head(addr: SocketAddr, path: &str) -> String {
@@ -122,7 +140,11 @@ pub fn raw_ws(addr: SocketAddr, path: &str) -> FrameSocket<TcpStream> {
         s.read_exact(&mut byte).expect("response head");
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     FrameSocket::new(s)
 }
 
@@ -143,7 +165,10 @@ pub fn raw_close_code(socket: &mut FrameSocket<TcpStream>) -> Option<u16> {
     let deadline = Instant::now() + STEP;
     while Instant::now() < deadline {
         match socket.read(None) {
-            Ok(Some(frame)) if frame.header().opcode == OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) => {
+            Ok(Some(frame))
+                if frame.header().opcode
+                    == OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) =>
+            {
                 let p = frame.payload();
                 return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
             }
@@ -159,7 +184,10 @@ pub fn text(ws: &mut Ws, s: &str) {
 }
 
 pub fn close(ws: &mut Ws) {
-    let _ = ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+    let _ = ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }));
     // Drain until the server's reply ends the session.
     while ws.read().is_ok() {}
 }

@@ -1,0 +1,178 @@
+//! The `wshub` binary as a user runs it: help, start-up log, signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wshub");
+
+/// A child process that is killed and reaped however the test ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// Starts `wshub serve` on a free port; returns the child, its address and
+/// a channel of its log lines.
+fn serve(extra: &[&str]) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+    let child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("wshub starts");
+    let mut child = Proc(child);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("listening line");
+        if let Some(addr) = line.split("listening on ").nth(1) {
+            return (child, addr.trim().parse().unwrap(), rx);
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wshub did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--addr",
+        "--write-timeout",
+        "--pong-timeout",
+        "--ping-interval",
+        "--send-queue ",
+        "--send-queue-bytes",
+        "--max-message-bytes",
+        "--head-timeout",
+        "--max-head-bytes",
+        "--close-timeout",
+        "--max-clients",
+        "--allowed-origin",
+        "--subprotocol",
+        "--echo-sender",
+        "--static-dir",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    for default in [
+        "0.0.0.0:8080",
+        "10s",
+        "1m",
+        "54s",
+        "256",
+        "\"16.0 MiB\"",
+        "\"64.0 MiB\"",
+        "3s",
+        "1s",
+    ] {
+        assert!(
+            help.contains(&format!("[default: {default}]")),
+            "default {default} missing:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_fail_clearly() {
+    let out = Command::new(BIN)
+        .args(["serve", "--ping-interval", "2m", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ping interval must be shorter than the pong timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_the_url_and_serves_the_page() {
+    let (mut child, addr, _log) = serve(&[]);
+    assert_eq!(status(&get(addr, "/", "")), 200);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn sigint_closes_clients_with_1001_and_exits_0_within_2s() {
+    for sig in ["-INT", "-TERM"] {
+        let (mut child, addr, log) = serve(&["--log-level", "debug"]);
+        let mut c = ws(addr, "/ws/sig");
+        // Joined once the server logs it.
+        let deadline = Instant::now() + STEP;
+        while !log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap()
+            .contains("joined room")
+        {}
+        let reader = std::thread::spawn(move || close_code(&mut c));
+        let began = Instant::now();
+        signal(&child, sig);
+        let status = wait_exit(&mut child, Duration::from_secs(2));
+        assert!(status.success(), "{sig}: exit {status:?}");
+        assert!(began.elapsed() < Duration::from_secs(2));
+        assert_eq!(reader.join().unwrap(), Some(CloseCode::Away), "{sig}");
+    }
+}
