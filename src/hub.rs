@@ -237,9 +237,10 @@ impl Hub {
             n += 1;
         }
         info!("hub: closing {n} clients");
-        self.rooms.clear();
-        self.where_is.clear();
         self.echo.clear();
+        for (client, room) in std::mem::take(&mut self.where_is) {
+            self.leave(client, room);
+        }
     }
 
     fn emit(&mut self, event: impl FnOnce() -> Event) {

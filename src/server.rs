@@ -520,6 +520,28 @@ impl Conn {
             self.refuse(&rejection, head_only);
             return false;
         }
+        // The page asks for the limits so it can refuse a file before sending it.
+        if path == "limits.json" {
+            let body = format!(
+                "{{\"maxMessageBytes\":{}}}",
+                self.config().max_message_bytes
+            );
+            let headers = [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-cache"),
+            ];
+            let keep = http::keep_alive(request);
+            return http::respond(
+                self.wire.stream(),
+                StatusCode::OK,
+                &headers,
+                body.as_bytes(),
+                head_only,
+                keep,
+            )
+            .is_ok()
+                && keep;
+        }
         let Some(asset) = self.shared.assets.get(path) else {
             self.refuse(
                 &Rejection::new(

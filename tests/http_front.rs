@@ -332,3 +332,23 @@ fn max_clients_gives_503_with_retry_after() {
     close(&mut b);
     close(&mut c);
 }
+
+#[test]
+fn page_assets_and_limits_are_served() {
+    let server = start(Config {
+        max_message_bytes: 12345,
+        ..config()
+    });
+    let addr = server.local_addr();
+    for (path, kind) in [
+        ("/chat.js", "javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/echo.html", "text/html; charset=utf-8"),
+    ] {
+        let r = get(addr, path, "");
+        assert_eq!(status(&r), 200, "{path}");
+        assert!(r.contains(kind), "{path}: {r}");
+    }
+    let r = get(addr, "/limits.json", "");
+    assert!(r.ends_with("{\"maxMessageBytes\":12345}"), "{r}");
+}

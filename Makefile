@@ -1,0 +1,30 @@
+# wshub — the two commands a user needs are `make run` and `make test`.
+CARGO ?= cargo
+ADDR ?= 0.0.0.0:8080
+ARGS ?=
+
+.PHONY: run build test lint doc clean
+
+## Build (release) and start the server on :8080; open http://localhost:8080/
+run:
+	$(CARGO) run --release -- serve --addr $(ADDR) $(ARGS)
+
+build:
+	$(CARGO) build --release
+
+## Every test: unit, loopback integration, doc tests, the example
+test:
+	$(CARGO) run --quiet --example embed
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+## Formatting and lints, as CI checks them
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+clean:
+	$(CARGO) clean
