@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select_biased, tick};
+use crossbeam_channel::{Receiver, Sender, select_biased, tick};
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
@@ -84,28 +84,36 @@ pub(crate) struct Timing {
 
 /// The reader loop. Blocks until the connection ends; `on_message` gets
 /// every text and binary message and returns `false` when it can take no
-/// more (its destination is gone), which closes with 1001.
+/// more (its destination is gone), which closes with 1001. `queue` is the
+/// connection's own send queue: the answer to the peer's Close goes behind
+/// what is already queued (an echo of the peer's last message, say).
 pub(crate) fn read_loop(
     wire: &Wire,
     ctx: &mut WebSocketContext,
+    queue: &Sender<Frame>,
     timing: Timing,
     mut on_message: impl FnMut(Message) -> bool,
 ) -> Ending {
     loop {
         match ctx.read(&mut ReaderIo(wire)) {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                // After our Close the peer may still send data; it has nowhere to go.
-                if wire.close_sent() {
-                    continue;
-                }
+                // Data that arrives after our Close is still delivered: the
+                // peer may send until its own Close (RFC 6455 1.4).
                 if !on_message(message) {
                     return close_with(wire, CloseCode::Away, "server shutting down", timing);
                 }
             }
             Ok(Message::Close(frame)) => {
-                // Answer with the same code, unless this answers our own Close.
-                if let Err(e) = wire.send_close(frame.as_ref()) {
-                    return Ending::Dropped(format!("close reply failed: {e}"));
+                // Answer with the same code (the wire drops it if this
+                // answers our own Close). A full queue means the writer is
+                // stuck: answer at once rather than wait behind it.
+                if queue
+                    .try_send(Frame::close(wire.role(), frame.as_ref()))
+                    .is_err()
+                {
+                    if let Err(e) = wire.send_close(frame.as_ref()) {
+                        return Ending::Dropped(format!("close reply failed: {e}"));
+                    }
                 }
                 return Ending::PeerClosed(frame);
             }
@@ -169,6 +177,33 @@ fn close_with(wire: &Wire, code: CloseCode, reason: &str, timing: Timing) -> End
     Ending::WeClosed(code, reason.to_string())
 }
 
+/// Writes what is queued right now, up to and including a Close.
+fn flush_queued(
+    wire: &Wire,
+    queue: &Receiver<Frame>,
+    batch: &mut Vec<Frame>,
+) -> std::io::Result<()> {
+    while let Ok(frame) = queue.try_recv() {
+        if frame.is_close() {
+            wire.send(batch)?;
+            batch.clear();
+            return wire.send_close_frame(&frame).map(|_| ());
+        }
+        batch.push(frame);
+        if batch.len() == MAX_BATCH {
+            wire.send(batch)?;
+            batch.clear();
+        }
+    }
+    let result = wire.send(batch).map(|_| ());
+    batch.clear();
+    result
+}
+
+fn frame_is_close(frame: Option<&Frame>) -> bool {
+    frame.is_some_and(Frame::is_close)
+}
+
 pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     CloseFrame {
         code,
@@ -178,7 +213,8 @@ pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
 
 /// What the writer listens to.
 pub(crate) struct WriterInputs {
-    /// Frames to send, in order.
+    /// Frames to send, in order. A Close frame among them is a graceful
+    /// close: everything queued before it is sent first.
     pub queue: Receiver<Frame>,
     /// A request to close with this frame (eviction, shutdown, user close).
     pub control: Receiver<CloseFrame>,
@@ -209,30 +245,46 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
     let problem = loop {
         select_biased! {
             recv(control) -> close => {
-                if let Ok(close) = close {
-                    close_and_wait(close);
+                match close {
+                    Ok(close) => close_and_wait(close),
+                    // Dropped without a word: the hub let go of a client
+                    // whose reader has ended. As below.
+                    Err(_) => drop(flush_queued(wire, &queue, &mut batch)),
                 }
                 break None;
             }
-            recv(reader_done) -> _ => break None,
+            recv(reader_done) -> _ => {
+                // The reader is gone; send what it queued last (its answer
+                // to the peer's Close), then stop.
+                let _ = flush_queued(wire, &queue, &mut batch);
+                break None;
+            }
             recv(queue) -> frame => {
                 let Ok(frame) = frame else {
                     close_and_wait(close_frame(CloseCode::Away, "going away"));
                     break None;
                 };
                 batch.push(frame);
-                while batch.len() < MAX_BATCH {
+                while batch.len() < MAX_BATCH && !frame_is_close(batch.last()) {
                     match queue.try_recv() {
                         Ok(frame) => batch.push(frame),
                         Err(_) => break,
                     }
                 }
+                // A Close queued behind data (a graceful close) goes after it.
+                let close = if frame_is_close(batch.last()) { batch.pop() } else { None };
                 let bytes: usize = batch.iter().map(Frame::len).sum();
                 let result = wire.send(&batch);
                 batch.clear();
                 queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 if let Err(e) = result {
                     break Some(format!("write failed: {e}"));
+                }
+                if let Some(close) = close {
+                    if let Ok(true) = wire.send_close_frame(&close) {
+                        let _ = reader_done.recv_timeout(timing.close_timeout);
+                    }
+                    break None;
                 }
             }
             recv(ticker) -> _ => {

@@ -11,12 +11,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 use tungstenite::handshake::client::{generate_key, generate_request};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::http::{Request, StatusCode, Uri};
@@ -79,6 +79,8 @@ pub struct Connection {
     control: Sender<CloseFrame>,
     inbox: Receiver<Message>,
     queued_bytes: Arc<AtomicUsize>,
+    closing: AtomicBool,
+    write_timeout: Duration,
     subprotocol: Option<String>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Disconnects once both threads have finished.
@@ -222,13 +224,15 @@ impl Connection {
             })?;
         let reader_wire = wire.clone();
         let reader_ending = ending.clone();
+        let reader_queue = queue_tx.clone();
         let reader = thread::Builder::new()
             .name("wshub-client-read".into())
             .spawn(move || {
                 let _finished = finished_tx;
                 let inbox: Sender<Message> = inbox_tx;
-                let end =
-                    client::read_loop(&reader_wire, &mut ctx, timing, |m| inbox.send(m).is_ok());
+                let end = client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, |m| {
+                    inbox.send(m).is_ok()
+                });
                 let close = match &end {
                     Ending::PeerClosed(frame) => frame.clone(),
                     Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),
@@ -254,6 +258,8 @@ impl Connection {
             control: control_tx,
             inbox: inbox_rx,
             queued_bytes,
+            closing: AtomicBool::new(false),
+            write_timeout: options.write_timeout,
             subprotocol,
             threads: Mutex::new(vec![reader, writer]),
             finished: finished_rx,
@@ -264,7 +270,7 @@ impl Connection {
     /// Queues a text or binary message; blocks while the send queue is full.
     pub fn send(&self, message: Message) -> Result<()> {
         let frame = Frame::data(Role::Client, &message).ok_or(Error::NotData)?;
-        if self.wire.close_sent() {
+        if self.closing.load(Ordering::Acquire) || self.wire.close_sent() {
             return Err(Error::Closed);
         }
         self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
@@ -297,11 +303,21 @@ impl Connection {
         self.subprotocol.as_deref()
     }
 
-    /// Starts the close handshake. Idempotent: later calls (or a close that
-    /// already happened) do nothing. Use [`wait`](Self::wait) to see it end.
+    /// Starts the close handshake after every message already sent.
+    /// Idempotent: later calls (or a close that already happened) do
+    /// nothing. Use [`wait`](Self::wait) to see it end.
     pub fn close(&self, code: CloseCode, reason: &str) {
-        match self.control.try_send(close_frame(code, reason)) {
-            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let close = close_frame(code, reason);
+        let frame = Frame::close(Role::Client, Some(&close));
+        // Behind the queued messages; if the queue does not move within a
+        // write timeout the writer is stuck, and the Close jumps the queue.
+        if let Err(SendTimeoutError::Timeout(_)) =
+            self.queue.send_timeout(frame, self.write_timeout)
+        {
+            let _ = self.control.try_send(close);
         }
     }
 

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A socket or file operation failed.
-    #[error("I/O error: {0}")]
+    #[error("{0}")]
     Io(#[from] io::Error),
     /// The WebSocket protocol layer (tungstenite) failed.
     #[error("WebSocket error: {0}")]

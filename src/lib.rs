@@ -34,6 +34,7 @@ pub mod client;
 mod config;
 pub mod connection;
 mod error;
+pub mod file_frame;
 mod handshake;
 pub mod http;
 pub mod hub;

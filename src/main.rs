@@ -1,94 +1,10 @@
-//! The `wshub` binary: parses the command line, sets up logging and
-//! signals, and runs the server until SIGINT or SIGTERM.
+//! The `wshub` binary: `wshub serve` runs the hub, `wshub client` talks to
+//! one. Everything lives in the library's `cli` module.
 
-use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::{error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
-
-use wshub::Server;
-use wshub::cli::{Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(&args),
-    }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    let config = ConfigBuilder::new()
-        .set_target_level(log::LevelFilter::Off)
-        .set_thread_level(log::LevelFilter::Off)
-        .build();
-    // Only fails if a logger is already set, which cannot happen here.
-    let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Auto);
-}
-
-fn serve(args: &ServeArgs) -> ExitCode {
-    init_logging(args.log_level);
-    raise_file_limit();
-    let server = match Server::start(args.config()) {
-        Ok(server) => server,
-        Err(e) => {
-            error!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    log_urls(server.local_addr());
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let handle = server.handle();
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for signal in signals.forever() {
-            seen += 1;
-            if seen == 1 {
-                info!("signal {signal}: shutting down");
-                handle.shutdown();
-            } else {
-                // A second Ctrl-C: the user does not want to wait.
-                std::process::exit(130);
-            }
-        }
-    });
-    server.run();
-    ExitCode::SUCCESS
-}
-
-/// Each client is one file descriptor: take the hard limit, and say what it allows.
-fn raise_file_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => info!(
-            "open-file limit {limit}: room for about {} clients",
-            limit.saturating_sub(32)
-        ),
-        Err(e) => warn!("cannot raise the open-file limit: {e}"),
-    }
-}
-
-fn log_urls(addr: SocketAddr) {
-    let port = addr.port();
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            info!(
-                "open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)"
-            );
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            info!(
-                "open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)"
-            );
-        }
-        _ => info!("open http://{addr}/"),
-    }
+    wshub::cli::run(wshub::cli::Cli::parse())
 }

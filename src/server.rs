@@ -668,7 +668,7 @@ impl Conn {
         let ending = match room {
             Some(_) => {
                 let hub = &self.shared.hub;
-                client::read_loop(&self.wire, &mut ctx, timing, |message| {
+                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, |message| {
                     let Some(frame) = Frame::data(Role::Server, &message) else {
                         return true;
                     };
@@ -681,7 +681,7 @@ impl Conn {
                     .is_ok()
                 })
             }
-            None => client::read_loop(&self.wire, &mut ctx, timing, |message| {
+            None => client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, |message| {
                 let Some(frame) = Frame::data(Role::Server, &message) else {
                     return true;
                 };

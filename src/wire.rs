@@ -31,6 +31,7 @@ pub(crate) const MAX_BATCH: usize = 128;
 pub(crate) struct Frame {
     head: [u8; 14],
     head_len: u8,
+    close: bool,
     body: Bytes,
 }
 
@@ -38,6 +39,7 @@ impl Frame {
     /// Encodes a frame for `role`. Server frames share `payload`; client
     /// frames are masked, which costs one copy.
     pub(crate) fn encode(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
+        let close = opcode == OpCode::Control(Control::Close);
         let header = FrameHeader {
             opcode,
             ..FrameHeader::default()
@@ -51,6 +53,7 @@ impl Frame {
             return Frame {
                 head: [0; 14],
                 head_len: 0,
+                close,
                 body: Bytes::from(out),
             };
         }
@@ -63,6 +66,7 @@ impl Frame {
         Frame {
             head,
             head_len,
+            close,
             body: frame.into_payload(),
         }
     }
@@ -102,6 +106,11 @@ impl Frame {
     /// Encodes an empty Ping.
     pub(crate) fn ping(role: Role) -> Frame {
         Frame::encode(role, OpCode::Control(Control::Ping), Bytes::new())
+    }
+
+    /// True for a Close frame: nothing may follow it on the wire.
+    pub(crate) fn is_close(&self) -> bool {
+        self.close
     }
 
     /// Bytes on the wire.
@@ -200,7 +209,11 @@ impl Wire {
 
     /// Writes our Close unless one already went out. Returns whether it wrote.
     pub(crate) fn send_close(&self, close: Option<&CloseFrame>) -> io::Result<bool> {
-        let frame = Frame::close(self.role, close);
+        self.send_close_frame(&Frame::close(self.role, close))
+    }
+
+    /// [`send_close`](Self::send_close) for an already encoded Close.
+    pub(crate) fn send_close_frame(&self, frame: &Frame) -> io::Result<bool> {
         let mut state = self.lock();
         if state.close_sent || state.broken {
             return Ok(false);

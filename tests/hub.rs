@@ -119,7 +119,10 @@ fn hundred_clients_ten_messages_each_exactly_once_in_order() {
     // two busy cores its writer may not run for a while. This test is about
     // exactly-once and ordering, so the queue holds them all; eviction of a
     // client that falls behind is tested below.
-    let server = start(Config { send_queue: CLIENTS * MESSAGES, ..config() });
+    let server = start(Config {
+        send_queue: CLIENTS * MESSAGES,
+        ..config()
+    });
     let events = server.events();
     let addr = server.local_addr();
     let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| ws(addr, "/ws/crowd")).collect();

@@ -1,8 +1,14 @@
-//! The command line: `wshub serve` and its flags, mapped onto [`Config`].
+//! The command line: `wshub serve` (the server, its flags mapped onto
+//! [`Config`]) and `wshub client` (a command-line WebSocket client).
 //!
-//! Defaults shown by `--help` come from the constants in [`crate::config`],
-//! so the flags and the library cannot disagree. Touches nothing but
-//! argument parsing.
+//! Defaults shown by `--help` come from the constants in `crate::config`,
+//! so the flags and the library cannot disagree. This module only parses;
+//! each subcommand runs from its own file.
+
+mod client;
+mod serve;
+
+use std::process::ExitCode;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +34,80 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat page, /ws, /ws/{room} and /echo.
     Serve(ServeArgs),
+    /// Talk to any WebSocket server: stdin lines go out as text messages,
+    /// received text is printed one message per line.
+    Client(ClientArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Client(args) => client::run(&args),
+    }
+}
+
+/// Flags of `wshub client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server, e.g. ws://localhost:8080/ws/ops
+    pub url: String,
+    /// Send this file first, as a file message ([u16 LE name length][name][bytes]).
+    #[arg(long, value_name = "PATH")]
+    pub send_file: Option<PathBuf>,
+    /// Save received file messages into this directory (never overwriting).
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
+    /// Send --text this often.
+    #[arg(long, requires = "text")]
+    pub every: Option<HumanDuration>,
+    /// The text --every sends.
+    #[arg(long, requires = "every")]
+    pub text: Option<String>,
+    /// Do not read stdin: run until Ctrl-C or until the server closes.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Origin header to send (browsers always send one; servers may check it).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Offer this subprotocol. Repeatable.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub subprotocols: Vec<String>,
+    /// Extra request header. Repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Largest message accepted from the server.
+    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
+    pub max_message_bytes: ByteSize,
+    /// Log level for the client's own diagnostics.
+    #[arg(long, default_value = "warn")]
+    pub log_level: log::LevelFilter,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("{s:?}: bad header name"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
+/// Sets up logging to stderr.
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    // Only fails if a logger is already set, which cannot happen here.
+    let _ = simplelog::TermLogger::init(
+        level,
+        config,
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Auto,
+    );
 }
 
 /// Flags of `wshub serve`.
@@ -121,9 +201,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_parse() {
+        assert_eq!(
+            parse_header("X-Token: a:b "),
+            Ok(("X-Token".into(), "a:b".into()))
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+    }
+
+    #[test]
     fn defaults_match_config() {
         let cli = Cli::parse_from(["wshub", "serve"]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let from_flags = format!("{:?}", args.config());
         let from_lib = format!("{:?}", Config::default());
         assert_eq!(from_flags, from_lib);
@@ -141,7 +233,9 @@ mod tests {
             "--ping-interval",
             "500ms",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let c = args.config();
         assert_eq!(c.max_message_bytes, 1 << 20);
         assert_eq!(c.pong_timeout, std::time::Duration::from_secs(2));

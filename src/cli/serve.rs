@@ -1,0 +1,74 @@
+//! `wshub serve`: logging, file limit, signals, and the server until
+//! SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use log::{error, info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::{ServeArgs, init_logging};
+use crate::Server;
+
+pub(super) fn run(args: &ServeArgs) -> ExitCode {
+    init_logging(args.log_level);
+    raise_file_limit();
+    let server = match Server::start(args.config()) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log_urls(server.local_addr());
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = server.handle();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for signal in signals.forever() {
+            seen += 1;
+            if seen == 1 {
+                info!("signal {signal}: shutting down");
+                handle.shutdown();
+            } else {
+                // A second Ctrl-C: the user does not want to wait.
+                std::process::exit(130);
+            }
+        }
+    });
+    server.run();
+    ExitCode::SUCCESS
+}
+
+/// Each client is one file descriptor: take the hard limit, and say what it allows.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(
+            "open-file limit {limit}: room for about {} clients",
+            limit.saturating_sub(32)
+        ),
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+fn log_urls(addr: SocketAddr) {
+    let port = addr.port();
+    let any = match addr.ip() {
+        IpAddr::V4(ip) => ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_unspecified(),
+    };
+    if any {
+        info!(
+            "open http://localhost:{port}/ (or http://<this machine's address>:{port}/ from another device)"
+        );
+    } else {
+        info!("open http://{addr}/");
+    }
+}
