@@ -3,7 +3,7 @@ CARGO ?= cargo
 ADDR ?= 0.0.0.0:8080
 ARGS ?=
 
-.PHONY: run build test lint doc clean
+.PHONY: run build test e2e lint doc clean
 
 ## Build (release) and start the server on :8080; open http://localhost:8080/
 run:
@@ -17,6 +17,12 @@ test:
 	$(CARGO) run --quiet --example embed
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+## The chat page in headless Chromium (needs /usr/bin/chromium and npm); screenshots in target/e2e/
+e2e:
+	$(CARGO) build
+	cd e2e && npm ci --no-audit --no-fund --loglevel=error
+	cd e2e && npm test
 
 ## Formatting and lints, as CI checks them
 lint:
