@@ -3,7 +3,7 @@ CARGO ?= cargo
 ADDR ?= 0.0.0.0:8080
 ARGS ?=
 
-.PHONY: run build test e2e lint doc clean
+.PHONY: run build test e2e autobahn lint doc clean
 
 ## Build (release) and start the server on :8080; open http://localhost:8080/
 run:
@@ -23,6 +23,10 @@ e2e:
 	$(CARGO) build
 	cd e2e && npm ci --no-audit --no-fund --loglevel=error
 	cd e2e && npm test
+
+## Autobahn|Testsuite fuzzingclient against /echo, all cases (sets the suite up under target/ first)
+autobahn:
+	bash scripts/autobahn.sh
 
 ## Formatting and lints, as CI checks them
 lint:

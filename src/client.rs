@@ -100,7 +100,13 @@ pub(crate) fn read_loop(
                 // Data that arrives after our Close is still delivered: the
                 // peer may send until its own Close (RFC 6455 1.4).
                 if !on_message(message) {
-                    return close_with(wire, CloseCode::Away, "server shutting down", timing);
+                    return close_with(
+                        wire,
+                        queue,
+                        CloseCode::Away,
+                        "server shutting down",
+                        timing,
+                    );
                 }
             }
             Ok(Message::Close(frame)) => {
@@ -118,13 +124,13 @@ pub(crate) fn read_loop(
                 return Ending::PeerClosed(frame);
             }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(e) => return fail(wire, e, timing),
+            Err(e) => return fail(wire, queue, e, timing),
         }
     }
 }
 
 /// Maps a read error to the close code RFC 6455 asks for, and closes.
-fn fail(wire: &Wire, err: tungstenite::Error, timing: Timing) -> Ending {
+fn fail(wire: &Wire, queue: &Sender<Frame>, err: tungstenite::Error, timing: Timing) -> Ending {
     use tungstenite::Error as E;
     let (code, reason) = match err {
         E::Io(e)
@@ -151,16 +157,30 @@ fn fail(wire: &Wire, err: tungstenite::Error, timing: Timing) -> Ending {
         E::Protocol(e) => (CloseCode::Protocol, e.to_string()),
         e => (CloseCode::Error, e.to_string()),
     };
-    close_with(wire, code, &reason, timing)
+    close_with(wire, queue, code, &reason, timing)
 }
 
-/// Sends our Close, then lingers: half-closes and drains what the peer still
+/// Queues our Close behind what is already queued (the echo of the last
+/// good message goes out first), then lingers: drains what the peer still
 /// sends (its Close answer, or the rest of a frame we refused) until it
 /// closes or `close_timeout` passes. Closing with unread bytes pending would
-/// make the kernel send a reset, which can destroy our Close in flight.
-fn close_with(wire: &Wire, code: CloseCode, reason: &str, timing: Timing) -> Ending {
-    if wire.send_close(Some(&close_frame(code, reason))).is_ok() {
-        wire.shutdown(Shutdown::Write);
+/// make the kernel send a reset, which can destroy our Close in flight. The
+/// writer half-closes the socket right after the Close, so the peer sees
+/// the end promptly.
+fn close_with(
+    wire: &Wire,
+    queue: &Sender<Frame>,
+    code: CloseCode,
+    reason: &str,
+    timing: Timing,
+) -> Ending {
+    let close = close_frame(code, reason);
+    let sent = match queue.try_send(Frame::close(wire.role(), Some(&close))) {
+        Ok(()) => true,
+        // The writer is stuck or gone: no waiting behind it.
+        Err(_) => wire.send_close(Some(&close)).is_ok(),
+    };
+    if sent {
         let deadline = Instant::now() + timing.close_timeout;
         let mut sink = [0u8; 4096];
         loop {

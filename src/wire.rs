@@ -225,6 +225,9 @@ impl Wire {
         if result.is_err() {
             self.mark_broken(&mut state);
         }
+        // Nothing may follow a Close: the FIN tells the peer so at once,
+        // while reading goes on until its answer.
+        self.shutdown(Shutdown::Write);
         result.map(|()| true)
     }
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# make autobahn: the Autobahn|Testsuite fuzzingclient against wshub's /echo
+# (and, with AUTOBAHN_PATH=/ws, the chat path with --echo-sender), all
+# cases. Prints one summary line; fails on any FAILED case or close
+# behaviour, or when fewer cases ran than were selected. The HTML report
+# stays in target/autobahn/report/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/autobahn-setup.sh
+cargo build --release --quiet
+
+ENV="$PWD/target/autobahn/env"
+OUT="$PWD/target/autobahn"
+PATH_UNDER_TEST="${AUTOBAHN_PATH:-/echo}"
+CASES="${AUTOBAHN_CASES:-*}"
+export LD_LIBRARY_PATH="$ENV/root/usr/lib/x86_64-linux-gnu:$ENV/root/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# A free port, then the server on it (16 MiB cases need a larger limit).
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+EXTRA=()
+[ "$PATH_UNDER_TEST" = "/echo" ] || EXTRA=(--echo-sender)
+./target/release/wshub serve --addr "127.0.0.1:$PORT" --max-message-bytes 64MiB --send-queue-bytes 256MiB \
+  --log-level warn "${EXTRA[@]}" 2> "$OUT/server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.1)" 2>/dev/null && break
+  sleep 0.1
+done
+
+rm -rf "$OUT/report"
+cat > "$OUT/fuzzingclient.json" <<JSON
+{
+  "outdir": "$OUT/report",
+  "servers": [{"agent": "wshub", "url": "ws://127.0.0.1:$PORT$PATH_UNDER_TEST"}],
+  "cases": ["$CASES"],
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+(cd "$OUT" && "$ENV/venv/bin/wstest" -m fuzzingclient -s "$OUT/fuzzingclient.json" > "$OUT/wstest.log" 2>&1) || true
+
+kill -TERM $SERVER
+wait $SERVER || { echo "autobahn: wshub exited with an error; see $OUT/server.log" >&2; exit 1; }
+trap - EXIT
+
+# wstest exits 0 even when it cannot connect: count the results.
+python3 - "$OUT/report/index.json" "$CASES" <<'PY'
+import json, sys
+path, selected = sys.argv[1], sys.argv[2]
+try:
+    results = json.load(open(path))["wshub"]
+except (OSError, KeyError, ValueError) as e:
+    sys.exit(f"autobahn: no results ({e}); see target/autobahn/wstest.log")
+counts = {}
+failed = []
+for case, r in sorted(results.items()):
+    b = r["behavior"]
+    counts[b] = counts.get(b, 0) + 1
+    if b == "FAILED" or r["behaviorClose"] == "FAILED":
+        failed.append(f'{case} ({b}/{r["behaviorClose"]})')
+order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+line = " ".join(f"{k}={counts.get(k, 0)}" for k in order)
+extra = sorted(set(counts) - set(order))
+if extra:
+    line += " " + " ".join(f"{k}={counts[k]}" for k in extra)
+print(f"autobahn: {line} cases={len(results)}")
+expected = 517 if selected == "*" else None
+if failed:
+    sys.exit("autobahn: failed: " + ", ".join(failed))
+if expected and len(results) < expected:
+    sys.exit(f"autobahn: only {len(results)} of {expected} cases ran")
+if extra:
+    sys.exit("autobahn: unexpected results " + ", ".join(extra))
+PY
+echo "autobahn: report in target/autobahn/report/index.html"
