@@ -92,92 +92,112 @@ impl Connection {
     /// Dials `url` (`ws://host[:port][/path][?query]`) and completes the
     /// opening handshake.
     pub fn connect(url: &str, options: &ClientOptions) -> Result<Connection> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                return Err(Error::Url(format!(
-                    "{url:?}: wss:// (TLS) is not supported; use ws://"
-                )));
-            }
-            _ => {
-                return Err(Error::Url(format!(
-                    "{url:?}: expected ws://host[:port]/path"
-                )));
-            }
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::Url(format!("{url:?}: no host")))?;
-        let port = uri.port_u16().unwrap_or(80);
-        let deadline = Instant::now() + options.connect_timeout;
-        let stream = dial(
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port,
-            options.connect_timeout,
-        )?;
-        let _ = stream.set_nodelay(true);
+        let opened = open(url, options)?;
+        Connection::start(opened.stream, opened.rest, opened.subprotocol, options)
+    }
+}
 
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
-        let mut request = Request::builder()
-            .uri(uri.clone())
-            .header("Host", authority)
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13")
-            .header("Sec-WebSocket-Key", generate_key());
-        if let Some(origin) = &options.origin {
-            request = request.header("Origin", origin);
-        }
-        if !options.subprotocols.is_empty() {
-            request = request.header("Sec-WebSocket-Protocol", options.subprotocols.join(", "));
-        }
-        for (name, value) in &options.headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .body(())
-            .map_err(|e| Error::Url(format!("bad request header: {e}")))?;
-        let (bytes, key) = generate_request(request)?;
-        stream.set_write_timeout(Some(options.write_timeout))?;
-        (&stream).write_all(&bytes)?;
+/// A socket after a successful opening handshake, and what followed the
+/// response head.
+pub(crate) struct Opened {
+    pub stream: TcpStream,
+    pub rest: Vec<u8>,
+    pub subprotocol: Option<String>,
+}
 
-        let (status, headers, rest) = read_response(&stream, deadline)?;
-        if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::Http(format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
+/// Dials `url` and completes the opening handshake.
+pub(crate) fn open(url: &str, options: &ClientOptions) -> Result<Opened> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(Error::Url(format!(
+                "{url:?}: wss:// (TLS) is not supported; use ws://"
             )));
         }
-        let tokens = |name: &str| header_tokens_of(&headers, name);
-        let accept = headers.get("sec-websocket-accept").map(|v| v.as_bytes());
-        if !tokens("upgrade")
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("websocket"))
-            || !tokens("connection")
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case("upgrade"))
-            || accept != Some(derive_accept_key(key.as_bytes()).as_bytes())
-        {
-            return Err(Error::Http("101 without a valid WebSocket accept".into()));
+        _ => {
+            return Err(Error::Url(format!(
+                "{url:?}: expected ws://host[:port]/path"
+            )));
         }
-        let subprotocol = headers
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if let Some(p) = &subprotocol {
-            if !options.subprotocols.contains(p) {
-                return Err(Error::Http(format!(
-                    "server chose subprotocol {p:?}, which was not offered"
-                )));
-            }
-        }
-        Connection::start(stream, rest, subprotocol, options)
     }
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::Url(format!("{url:?}: no host")))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let deadline = Instant::now() + options.connect_timeout;
+    let stream = dial(
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port,
+        options.connect_timeout,
+    )?;
+    let _ = stream.set_nodelay(true);
 
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+    let mut request = Request::builder()
+        .uri(uri.clone())
+        .header("Host", authority)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key());
+    if let Some(origin) = &options.origin {
+        request = request.header("Origin", origin);
+    }
+    if !options.subprotocols.is_empty() {
+        request = request.header("Sec-WebSocket-Protocol", options.subprotocols.join(", "));
+    }
+    for (name, value) in &options.headers {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(())
+        .map_err(|e| Error::Url(format!("bad request header: {e}")))?;
+    let (bytes, key) = generate_request(request)?;
+    stream.set_write_timeout(Some(options.write_timeout))?;
+    (&stream).write_all(&bytes)?;
+
+    let (status, headers, rest) = read_response(&stream, deadline)?;
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Error::Http(format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )));
+    }
+    let tokens = |name: &str| header_tokens_of(&headers, name);
+    let accept = headers.get("sec-websocket-accept").map(|v| v.as_bytes());
+    if !tokens("upgrade")
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("websocket"))
+        || !tokens("connection")
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        || accept != Some(derive_accept_key(key.as_bytes()).as_bytes())
+    {
+        return Err(Error::Http("101 without a valid WebSocket accept".into()));
+    }
+    let subprotocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(p) = &subprotocol {
+        if !options.subprotocols.contains(p) {
+            return Err(Error::Http(format!(
+                "server chose subprotocol {p:?}, which was not offered"
+            )));
+        }
+    }
+    Ok(Opened {
+        stream,
+        rest,
+        subprotocol,
+    })
+}
+
+impl Connection {
     fn start(
         stream: TcpStream,
         rest: Vec<u8>,

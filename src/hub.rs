@@ -115,25 +115,70 @@ struct Hub {
     dropped_events: u64,
 }
 
+/// Most broadcasts gathered into one fan-out.
+const BURST: usize = 64;
+
+/// A broadcast whose room is known, waiting for its fan-out.
+struct Pending {
+    from: Option<ClientId>,
+    room: Arc<str>,
+    frame: Frame,
+    message: Message,
+}
+
 /// Runs the hub until `Shutdown` arrives or every sender is gone.
+///
+/// Broadcasts already waiting in the inbox are fanned out together,
+/// member by member: each writer then finds several frames at once and
+/// writes them with one system call, instead of being woken per message.
+/// Per-sender order is kept (frames go into each queue in arrival order),
+/// and a join or leave first delivers what arrived before it.
 pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
     let mut hub = Hub::default();
-    for msg in inbox.iter() {
-        match msg {
-            HubMsg::Register(member) => hub.register(member),
-            HubMsg::Unregister(id) => hub.unregister(id),
-            HubMsg::Broadcast {
-                from,
-                room,
-                frame,
-                message,
-            } => hub.broadcast(from, room, frame, message, limits),
-            HubMsg::Subscribe(tx) => hub.subscribers.push(tx),
-            HubMsg::Shutdown => {
-                hub.shutdown();
-                return;
+    let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
+    while let Ok(first) = inbox.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                HubMsg::Broadcast {
+                    from,
+                    room,
+                    frame,
+                    message,
+                } => {
+                    if let Some(room) =
+                        room.or_else(|| from.and_then(|id| hub.where_is.get(&id).cloned()))
+                    {
+                        burst.push(Pending {
+                            from,
+                            room,
+                            frame,
+                            message,
+                        });
+                    }
+                    // Otherwise the sender left (or was evicted) before its message got here.
+                }
+                other => {
+                    hub.deliver(&mut burst, limits);
+                    match other {
+                        HubMsg::Register(member) => hub.register(member),
+                        HubMsg::Unregister(id) => hub.unregister(id),
+                        HubMsg::Subscribe(tx) => hub.subscribers.push(tx),
+                        HubMsg::Shutdown => {
+                            hub.shutdown();
+                            return;
+                        }
+                        HubMsg::Broadcast { .. } => {}
+                    }
+                }
             }
+            next = if burst.len() < BURST {
+                inbox.try_recv().ok()
+            } else {
+                None
+            };
         }
+        hub.deliver(&mut burst, limits);
     }
 }
 
@@ -169,62 +214,87 @@ impl Hub {
         self.emit(|| Event::Left { client, room });
     }
 
-    fn broadcast(
-        &mut self,
-        from: Option<ClientId>,
-        room: Option<Arc<str>>,
-        frame: Frame,
-        message: Message,
-        limits: Limits,
-    ) {
-        let Some(room) = room.or_else(|| from.and_then(|id| self.where_is.get(&id).cloned()))
-        else {
-            return; // The sender left (or was evicted) before its message got here.
-        };
-        let Some(members) = self.rooms.get(&room) else {
+    /// Fans out a burst of broadcasts, member by member, then reports them.
+    fn deliver(&mut self, burst: &mut Vec<Pending>, limits: Limits) {
+        if burst.is_empty() {
             return;
-        };
-        let len = frame.len();
+        }
+        let mut rooms: Vec<Arc<str>> = Vec::new();
+        for p in burst.iter() {
+            if !rooms
+                .iter()
+                .any(|r| Arc::ptr_eq(r, &p.room) || *r == p.room)
+            {
+                rooms.push(p.room.clone());
+            }
+        }
         let mut evicted = Vec::new();
-        for m in members {
-            if Some(m.id) == from && !limits.echo_sender {
+        for room in &rooms {
+            let Some(members) = self.rooms.get(room) else {
                 continue;
-            }
-            let queued = m.queued_bytes.fetch_add(len, Ordering::Relaxed);
-            let outcome = if queued + len > limits.bytes {
-                Err(TrySendError::Full(()))
-            } else {
-                m.queue.try_send(frame.clone()).map_err(|e| match e {
-                    TrySendError::Full(_) => TrySendError::Full(()),
-                    TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
-                })
             };
-            if let Err(e) = outcome {
-                m.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                if let TrySendError::Full(()) = e {
-                    warn!(
-                        "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
-                        m.id, limits.messages, limits.bytes
-                    );
-                    let _ = m
-                        .control
-                        .try_send(close_frame(CloseCode::Policy, "send queue full"));
+            for m in members {
+                let mine = |p: &&Pending| {
+                    *p.room == **room && (Some(m.id) != p.from || limits.echo_sender)
+                };
+                // One update of the byte count per member and burst.
+                let bytes: usize = burst.iter().filter(mine).map(|p| p.frame.len()).sum();
+                if bytes == 0 {
+                    continue;
                 }
-                // A disconnected queue means the writer is gone; its reader
-                // unregisters soon. Either way, no more deliveries to it.
-                evicted.push(m.id);
+                let queued = m.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                let mut unsent = bytes;
+                let mut failure = None;
+                if queued + bytes > limits.bytes {
+                    failure = Some(TrySendError::Full(()));
+                } else {
+                    for p in burst.iter().filter(mine) {
+                        match m.queue.try_send(p.frame.clone()) {
+                            Ok(()) => unsent -= p.frame.len(),
+                            Err(TrySendError::Full(_)) => {
+                                failure = Some(TrySendError::Full(()));
+                                break;
+                            }
+                            Err(TrySendError::Disconnected(_)) => {
+                                failure = Some(TrySendError::Disconnected(()));
+                                break;
+                            }
+                        }
+                    }
+                }
+                if unsent > 0 {
+                    m.queued_bytes.fetch_sub(unsent, Ordering::Relaxed);
+                }
+                match failure {
+                    None => {}
+                    Some(TrySendError::Full(())) => {
+                        warn!(
+                            "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
+                            m.id, limits.messages, limits.bytes
+                        );
+                        let _ = m
+                            .control
+                            .try_send(close_frame(CloseCode::Policy, "send queue full"));
+                        evicted.push((m.id, room.clone()));
+                    }
+                    // The writer is gone; its reader unregisters soon. No
+                    // more deliveries to it either way.
+                    Some(TrySendError::Disconnected(())) => evicted.push((m.id, room.clone())),
+                }
             }
         }
-        if let Some(client) = from {
-            self.emit(|| Event::Message {
-                client,
-                room: room.clone(),
-                message,
-            });
+        for p in burst.drain(..) {
+            if let Some(client) = p.from {
+                self.emit(|| Event::Message {
+                    client,
+                    room: p.room,
+                    message: p.message,
+                });
+            }
         }
-        for id in evicted {
+        for (id, room) in evicted {
             self.where_is.remove(&id);
-            self.leave(id, room.clone());
+            self.leave(id, room);
         }
     }
 

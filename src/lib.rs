@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod assets;
+pub mod bench;
 pub mod cli;
 pub mod client;
 mod config;

@@ -37,6 +37,8 @@ pub enum Command {
     /// Talk to any WebSocket server: stdin lines go out as text messages,
     /// received text is printed one message per line.
     Client(ClientArgs),
+    /// Load generator: measure this or any other WebSocket server.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Client(args) => client::run(&args),
+        Command::Bench(args) => crate::bench::run(&args),
     }
 }
 

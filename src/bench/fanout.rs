@@ -1,0 +1,467 @@
+//! The fan-out scenario: N clients in one room, the first S of them
+//! sending. Each message carries its send time, sender and sequence number
+//! (as hex text, so text-only servers relay it too); every receiver checks
+//! per-sender order, counts losses and reorders, and records one-way
+//! latency. Flat out, a sender keeps at most `--window` messages not yet
+//! received by everyone; the receiver that completes a message wakes it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use humantime::Duration as HumanDuration;
+use serde::Serialize;
+
+use super::raw::{self, Pacer, RawWriter, Seen};
+use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
+
+/// Flags of `wshub bench fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Clients in the room (senders included).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// How many of them send.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Message size in bytes (at least 28).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Messages per second per sender; 0 sends flat out within --window.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Flat out: most messages per sender not yet received by everyone.
+    #[arg(long, default_value_t = 16)]
+    pub window: u64,
+    /// The server also delivers each message to its sender (gorilla does).
+    #[arg(long)]
+    pub echo_sender: bool,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Pause between the last connect and the first message, so that every
+    /// client has joined the room.
+    #[arg(long, default_value = "500ms")]
+    pub settle: HumanDuration,
+    /// After sending stops, how long to wait for stragglers.
+    #[arg(long, default_value = "3s")]
+    pub drain: HumanDuration,
+}
+
+const HEADER: usize = 28;
+
+struct Shared {
+    base: Instant,
+    fanout: u32,
+    window: u64,
+    flat_out: bool,
+    /// Per sender, per window slot: receivers that have the message.
+    slots: Vec<Vec<AtomicU32>>,
+    /// Per sender: messages received by everyone (a prefix).
+    done: Vec<AtomicU64>,
+    waiting: Vec<AtomicBool>,
+    sender_threads: std::sync::OnceLock<Vec<thread::Thread>>,
+    /// Per receiver, for the progress line and the drain.
+    delivered: Vec<AtomicU64>,
+    /// Set before we close the clients ourselves: closes after it are ours.
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct ReceiverStats {
+    delivered: u64,
+    lost: u64,
+    reordered: u64,
+    foreign: u64,
+    close: Option<u16>,
+    error: Option<String>,
+    last: Option<Instant>,
+    hist: Option<hdrhistogram::Histogram<u64>>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    scenario: &'static str,
+    label: &'a str,
+    clients: usize,
+    senders: usize,
+    size: usize,
+    rate: f64,
+    window: u64,
+    echo_sender: bool,
+    duration_s: f64,
+    sent: u64,
+    expected: u64,
+    delivered: u64,
+    lost: u64,
+    reordered: u64,
+    disconnects: BTreeMap<String, u64>,
+    deliveries_per_s: f64,
+    latency_us: Percentiles,
+    server_cpu_s: Option<f64>,
+    server_cpu_us_per_delivery: Option<f64>,
+    server_before: Option<ProcSample>,
+    server_after: Option<ProcSample>,
+}
+
+fn hex(bytes: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for &b in bytes {
+        let d = (b as char).to_digit(16)?;
+        v = v << 4 | d as u64;
+    }
+    Some(v)
+}
+
+pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
+    let clients = args.clients.max(1);
+    let senders = args.senders.min(clients);
+    if args.size < HEADER {
+        return Err(format!("--size must be at least {HEADER}"));
+    }
+    let window = args.window.max(1);
+    let fanout = (clients - 1 + usize::from(args.echo_sender)) as u32;
+    let shared = Arc::new(Shared {
+        base: Instant::now(),
+        fanout,
+        window,
+        flat_out: args.rate <= 0.0,
+        slots: (0..senders)
+            .map(|_| (0..window).map(|_| AtomicU32::new(0)).collect())
+            .collect(),
+        done: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+        waiting: (0..senders).map(|_| AtomicBool::new(false)).collect(),
+        sender_threads: std::sync::OnceLock::new(),
+        delivered: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+        stopping: AtomicBool::new(false),
+    });
+
+    // Connect everyone, each with a reader thread.
+    let mut pacer = Pacer::new(args.common.connect_rate);
+    let mut writers = Vec::with_capacity(clients);
+    let mut sockets = Vec::with_capacity(clients);
+    let mut readers: Vec<JoinHandle<ReceiverStats>> = Vec::with_capacity(clients);
+    for id in 0..clients {
+        pacer.wait();
+        let conn = raw::dial(&args.common.url).map_err(|e| format!("client {id}: {e}"))?;
+        sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
+        writers.push(conn.writer.clone());
+        let (shared, writer, mut reader) = (shared.clone(), conn.writer, conn.reader);
+        let skip_own = !args.echo_sender && id < senders;
+        let handle = thread::Builder::new()
+            .name(format!("recv-{id}"))
+            .stack_size(128 << 10)
+            .spawn(move || receive(id, skip_own, senders, &shared, &writer, &mut reader))
+            .map_err(|e| format!("cannot start a reader thread: {e}"))?;
+        readers.push(handle);
+        if interactive() && id % 100 == 99 {
+            eprint!("\rconnected {}/{clients}", id + 1);
+        }
+    }
+    if interactive() {
+        eprintln!("\rconnected {clients}/{clients}");
+    }
+    thread::sleep(args.settle.into());
+
+    let before = args.common.pid.and_then(sample);
+    let start = Instant::now();
+    let deadline = start + Duration::from(args.common.duration);
+    let size = args.size;
+    let (rate, binary) = (args.rate, args.binary);
+    let sender_handles: Vec<JoinHandle<u64>> = (0..senders)
+        .map(|s| {
+            let (shared, writer) = (shared.clone(), writers[s].clone());
+            thread::Builder::new()
+                .name(format!("send-{s}"))
+                .spawn(move || send(s, &shared, &writer, size, rate, binary, start, deadline))
+                .map_err(|e| format!("cannot start a sender: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let _ = shared
+        .sender_threads
+        .set(sender_handles.iter().map(|h| h.thread().clone()).collect());
+
+    // Progress while sending.
+    while Instant::now() < deadline {
+        thread::sleep(
+            Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        if interactive() {
+            let d: u64 = shared
+                .delivered
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum();
+            let t = secs(start.elapsed());
+            eprint!("\r{t:5.1}s  {d} deliveries  {:.0}/s   ", d as f64 / t);
+        }
+    }
+    let sent: u64 = sender_handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(0))
+        .sum();
+    let expected = sent * fanout as u64;
+    let drain_until = Instant::now() + Duration::from(args.drain);
+    while Instant::now() < drain_until {
+        let d: u64 = shared
+            .delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum();
+        if d >= expected {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let after = args.common.pid.and_then(sample);
+    if interactive() {
+        eprintln!();
+    }
+    shared.stopping.store(true, Ordering::Release);
+    for w in &writers {
+        let _ = w.close();
+    }
+    for s in &sockets {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    let mut total = ReceiverStats {
+        hist: Some(histogram()),
+        ..ReceiverStats::default()
+    };
+    let mut disconnects = BTreeMap::new();
+    for r in readers {
+        let Ok(st) = r.join() else { continue };
+        total.delivered += st.delivered;
+        total.lost += st.lost;
+        total.reordered += st.reordered;
+        total.foreign += st.foreign;
+        total.last = total.last.max(st.last);
+        if let (Some(t), Some(h)) = (total.hist.as_mut(), st.hist.as_ref()) {
+            let _ = t.add(h);
+        }
+        if let Some(code) = st.close {
+            *disconnects.entry(code.to_string()).or_insert(0) += 1;
+        }
+        if let Some(e) = st.error {
+            *disconnects.entry(format!("error: {e}")).or_insert(0) += 1;
+        }
+    }
+    let hist = total.hist.take().unwrap_or_else(histogram);
+    let elapsed = total.last.map_or(secs(deadline - start), |l| {
+        secs(l.saturating_duration_since(start)).max(1e-9)
+    });
+    // Whatever was not delivered by the end was lost, gap or not.
+    let lost = expected.saturating_sub(total.delivered).max(total.lost);
+    let cpu = match (before, after) {
+        (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
+        _ => None,
+    };
+    let report = Report {
+        scenario: "fanout",
+        label: &args.common.label,
+        clients,
+        senders,
+        size,
+        rate,
+        window,
+        echo_sender: args.echo_sender,
+        duration_s: secs(Duration::from(args.common.duration)),
+        sent,
+        expected,
+        delivered: total.delivered,
+        lost,
+        reordered: total.reordered,
+        disconnects,
+        deliveries_per_s: total.delivered as f64 / elapsed,
+        latency_us: Percentiles::of(&hist),
+        server_cpu_s: cpu,
+        server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / (total.delivered.max(1)) as f64),
+        server_before: before,
+        server_after: after,
+    };
+    println!(
+        "fanout {} clients, {} senders, {} B, {}: sent {} expected {} delivered {} lost {} reordered {}",
+        clients,
+        senders,
+        size,
+        if rate > 0.0 {
+            format!("{rate}/s each")
+        } else {
+            format!("flat out, window {window}")
+        },
+        report.sent,
+        report.expected,
+        report.delivered,
+        report.lost,
+        report.reordered
+    );
+    println!(
+        "  {:.0} deliveries/s; latency p50 {} µs p90 {} µs p99 {} µs max {} µs{}",
+        report.deliveries_per_s,
+        report.latency_us.p50,
+        report.latency_us.p90,
+        report.latency_us.p99,
+        report.latency_us.max,
+        report
+            .server_cpu_us_per_delivery
+            .map_or(String::new(), |c| format!(
+                "; server CPU {c:.3} µs/delivery"
+            ))
+    );
+    if !report.disconnects.is_empty() {
+        println!("  disconnects: {:?}", report.disconnects);
+    }
+    if total.foreign > 0 {
+        println!(
+            "  {} messages not from this benchmark were ignored",
+            total.foreign
+        );
+    }
+    emit(&report);
+    Ok(())
+}
+
+fn receive(
+    id: usize,
+    skip_own: bool,
+    senders: usize,
+    shared: &Shared,
+    writer: &RawWriter,
+    reader: &mut raw::RawReader,
+) -> ReceiverStats {
+    let mut st = ReceiverStats {
+        hist: Some(histogram()),
+        ..ReceiverStats::default()
+    };
+    let mut hist = histogram();
+    let mut next = vec![0u64; senders];
+    let mut unpublished = 0u64;
+    let mut last_ns = 0u64;
+    let result = reader.run(|seen| match seen {
+        Seen::Data(p) => {
+            let now = shared.base.elapsed().as_nanos() as u64;
+            let parsed = (p.len() >= HEADER)
+                .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
+                .flatten();
+            let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
+                st.foreign += 1;
+                return true;
+            };
+            if skip_own && s == id {
+                st.foreign += 1;
+                return true;
+            }
+            let _ = hist.record(now.saturating_sub(sent_at).max(1));
+            let expected = next[s];
+            if seq >= expected {
+                st.lost += seq - expected;
+                next[s] = seq + 1;
+            } else {
+                st.reordered += 1;
+            }
+            st.delivered += 1;
+            last_ns = now;
+            unpublished += 1;
+            if unpublished == 64 {
+                shared.delivered[id].fetch_add(unpublished, Ordering::Relaxed);
+                unpublished = 0;
+            }
+            if shared.flat_out {
+                let slot = &shared.slots[s][(seq % shared.window) as usize];
+                if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
+                    slot.store(0, Ordering::Release);
+                    shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
+                    if shared.waiting[s].load(Ordering::Acquire) {
+                        if let Some(t) = shared.sender_threads.get() {
+                            t[s].unpark();
+                        }
+                    }
+                }
+            }
+            true
+        }
+        Seen::Ping(p) => writer.pong(p).is_ok(),
+        Seen::Close(code) => {
+            if !shared.stopping.load(Ordering::Acquire) {
+                st.close = Some(code.unwrap_or(1005));
+            }
+            false
+        }
+        Seen::Other => true,
+    });
+    if unpublished > 0 {
+        shared.delivered[id].fetch_add(unpublished, Ordering::Relaxed);
+    }
+    if st.delivered > 0 {
+        st.last = Some(shared.base + Duration::from_nanos(last_ns));
+    }
+    if let Err(e) = result {
+        // Our own shutdown at the end shows up as a reset or EOF: not an error.
+        if st.close.is_none() && !shared.stopping.load(Ordering::Acquire) {
+            st.error = Some(e.kind().to_string());
+        }
+    }
+    st.hist = Some(hist);
+    st
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send(
+    s: usize,
+    shared: &Shared,
+    writer: &RawWriter,
+    size: usize,
+    rate: f64,
+    binary: bool,
+    start: Instant,
+    deadline: Instant,
+) -> u64 {
+    let mut payload = vec![b'.'; size];
+    let mut scratch = Vec::with_capacity(size + 16);
+    let mut seq = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if shared.flat_out {
+            // Wait until message seq - window has reached everyone.
+            while seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
+                shared.waiting[s].store(true, Ordering::Release);
+                if seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
+                    // Woken by the receiver that completes a message; the
+                    // timeout only bounds a wait on a lost one.
+                    thread::park_timeout(Duration::from_millis(20));
+                }
+                shared.waiting[s].store(false, Ordering::Release);
+                if Instant::now() >= deadline {
+                    return seq;
+                }
+            }
+        } else {
+            let due = start + Duration::from_secs_f64(seq as f64 / rate);
+            if due > now {
+                thread::sleep(due - now);
+            }
+        }
+        let ts = shared.base.elapsed().as_nanos() as u64;
+        let head = format!("{ts:016x}{s:04x}{:08x}", seq & 0xffff_ffff);
+        payload[..HEADER].copy_from_slice(head.as_bytes());
+        let sent = if binary {
+            writer.binary(&payload, &mut scratch)
+        } else {
+            writer.text(&payload, &mut scratch)
+        };
+        if sent.is_err() {
+            break;
+        }
+        seq += 1;
+    }
+    seq
+}
