@@ -44,7 +44,61 @@ use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
 
+use crate::hub::ClientId;
 use crate::wire::{Frame, MAX_BATCH, ReaderIo, Wire};
+
+/// A batch of at least this many frames means the connection is busy.
+const YIELD_AFTER: usize = 16;
+
+/// One entry of a connection's send queue.
+#[derive(Clone, Debug)]
+pub(crate) enum Out {
+    /// One frame: an echo, a message from `Connection::send`, a Close.
+    Frame(Frame),
+    /// Frames the hub fanned out together, shared by every receiver's
+    /// queue; those sent by `skip` are not for this receiver.
+    Burst {
+        frames: Arc<[(Option<ClientId>, Frame)]>,
+        skip: Option<ClientId>,
+    },
+}
+
+impl Out {
+    /// The frames of this entry that go to this connection.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = &Frame> {
+        let (one, many, skip) = match self {
+            Out::Frame(f) => (Some(f), &[][..], None),
+            Out::Burst { frames, skip } => (None, &frames[..], *skip),
+        };
+        one.into_iter().chain(
+            many.iter()
+                .filter(move |(from, _)| skip.is_none() || *from != skip)
+                .map(|(_, f)| f),
+        )
+    }
+}
+
+/// What is queued for a connection and not yet written: the hub's bound
+/// on a slow client. Whoever queues adds; the writer subtracts.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    pub messages: AtomicUsize,
+    pub bytes: AtomicUsize,
+}
+
+impl Load {
+    pub(crate) fn add(&self, messages: usize, bytes: usize) -> (usize, usize) {
+        (
+            self.messages.fetch_add(messages, Ordering::Relaxed),
+            self.bytes.fetch_add(bytes, Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn sub(&self, messages: usize, bytes: usize) {
+        self.messages.fetch_sub(messages, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
 
 /// How a connection ended, as the reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +144,7 @@ pub(crate) struct Timing {
 pub(crate) fn read_loop(
     wire: &Wire,
     ctx: &mut WebSocketContext,
-    queue: &Sender<Frame>,
+    queue: &Sender<Out>,
     timing: Timing,
     mut on_message: impl FnMut(Message) -> bool,
 ) -> Ending {
@@ -114,7 +168,7 @@ pub(crate) fn read_loop(
                 // answers our own Close). A full queue means the writer is
                 // stuck: answer at once rather than wait behind it.
                 if queue
-                    .try_send(Frame::close(wire.role(), frame.as_ref()))
+                    .try_send(Out::Frame(Frame::close(wire.role(), frame.as_ref())))
                     .is_err()
                 {
                     if let Err(e) = wire.send_close(frame.as_ref()) {
@@ -130,7 +184,7 @@ pub(crate) fn read_loop(
 }
 
 /// Maps a read error to the close code RFC 6455 asks for, and closes.
-fn fail(wire: &Wire, queue: &Sender<Frame>, err: tungstenite::Error, timing: Timing) -> Ending {
+fn fail(wire: &Wire, queue: &Sender<Out>, err: tungstenite::Error, timing: Timing) -> Ending {
     use tungstenite::Error as E;
     let (code, reason) = match err {
         E::Io(e)
@@ -169,13 +223,13 @@ fn fail(wire: &Wire, queue: &Sender<Frame>, err: tungstenite::Error, timing: Tim
 /// the end promptly.
 fn close_with(
     wire: &Wire,
-    queue: &Sender<Frame>,
+    queue: &Sender<Out>,
     code: CloseCode,
     reason: &str,
     timing: Timing,
 ) -> Ending {
     let close = close_frame(code, reason);
-    let sent = match queue.try_send(Frame::close(wire.role(), Some(&close))) {
+    let sent = match queue.try_send(Out::Frame(Frame::close(wire.role(), Some(&close)))) {
         Ok(()) => true,
         // The writer is stuck or gone: no waiting behind it.
         Err(_) => wire.send_close(Some(&close)).is_ok(),
@@ -198,30 +252,18 @@ fn close_with(
 }
 
 /// Writes what is queued right now, up to and including a Close.
-fn flush_queued(
-    wire: &Wire,
-    queue: &Receiver<Frame>,
-    batch: &mut Vec<Frame>,
-) -> std::io::Result<()> {
-    while let Ok(frame) = queue.try_recv() {
-        if frame.is_close() {
-            wire.send(batch)?;
-            batch.clear();
-            return wire.send_close_frame(&frame).map(|_| ());
+fn flush_queued(wire: &Wire, queue: &Receiver<Out>) -> std::io::Result<()> {
+    let mut batch = Vec::new();
+    while let Ok(item) = queue.try_recv() {
+        if let Out::Frame(close) = &item {
+            if close.is_close() {
+                wire.send(batch.iter().flat_map(Out::frames))?;
+                return wire.send_close_frame(close).map(|_| ());
+            }
         }
-        batch.push(frame);
-        if batch.len() == MAX_BATCH {
-            wire.send(batch)?;
-            batch.clear();
-        }
+        batch.push(item);
     }
-    let result = wire.send(batch).map(|_| ());
-    batch.clear();
-    result
-}
-
-fn frame_is_close(frame: Option<&Frame>) -> bool {
-    frame.is_some_and(Frame::is_close)
+    wire.send(batch.iter().flat_map(Out::frames)).map(|_| ())
 }
 
 pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
@@ -235,13 +277,13 @@ pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
 pub(crate) struct WriterInputs {
     /// Frames to send, in order. A Close frame among them is a graceful
     /// close: everything queued before it is sent first.
-    pub queue: Receiver<Frame>,
+    pub queue: Receiver<Out>,
     /// A request to close with this frame (eviction, shutdown, user close).
     pub control: Receiver<CloseFrame>,
     /// Disconnects when the reader has exited.
     pub reader_done: Receiver<()>,
-    /// Bytes queued but not yet written; the writer subtracts what it wrote.
-    pub queued_bytes: Arc<AtomicUsize>,
+    /// Queued but not yet written; the writer subtracts what it wrote.
+    pub load: Arc<Load>,
 }
 
 /// The writer loop. Returns when the connection is over, with the socket
@@ -251,11 +293,11 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
         queue,
         control,
         reader_done,
-        queued_bytes,
+        load,
     } = inputs;
     let ticker = tick(timing.ping_interval);
     let ping = Frame::ping(wire.role());
-    let mut batch: Vec<Frame> = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
     let close_and_wait = |close: CloseFrame| {
         if let Ok(true) = wire.send_close(Some(&close)) {
             // The reader sees the answer and exits, which disconnects reader_done.
@@ -269,36 +311,53 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
                     Ok(close) => close_and_wait(close),
                     // Dropped without a word: the hub let go of a client
                     // whose reader has ended. As below.
-                    Err(_) => drop(flush_queued(wire, &queue, &mut batch)),
+                    Err(_) => drop(flush_queued(wire, &queue)),
                 }
                 break None;
             }
             recv(reader_done) -> _ => {
                 // The reader is gone; send what it queued last (its answer
                 // to the peer's Close), then stop.
-                let _ = flush_queued(wire, &queue, &mut batch);
+                let _ = flush_queued(wire, &queue);
                 break None;
             }
-            recv(queue) -> frame => {
-                let Ok(frame) = frame else {
+            recv(queue) -> item => {
+                let Ok(item) = item else {
                     close_and_wait(close_frame(CloseCode::Away, "going away"));
                     break None;
                 };
-                batch.push(frame);
-                while batch.len() < MAX_BATCH && !frame_is_close(batch.last()) {
-                    match queue.try_recv() {
-                        Ok(frame) => batch.push(frame),
-                        Err(_) => break,
+                // Take everything already queued, up to a Close (a graceful
+                // close goes after the data queued before it).
+                let mut close = None;
+                let mut next = Some(item);
+                let mut count = 0;
+                while let Some(item) = next.take() {
+                    match item {
+                        Out::Frame(f) if f.is_close() => close = Some(f),
+                        item => {
+                            count += item.frames().count();
+                            batch.push(item);
+                            if count < MAX_BATCH {
+                                next = queue.try_recv().ok();
+                            }
+                        }
                     }
                 }
-                // A Close queued behind data (a graceful close) goes after it.
-                let close = if frame_is_close(batch.last()) { batch.pop() } else { None };
-                let bytes: usize = batch.iter().map(Frame::len).sum();
-                let result = wire.send(&batch);
+                // Out of the queue now, whatever the write does: the bound is
+                // on what waits, as with gorilla's channel. (Subtracting after
+                // the write would count frames the peer already has while
+                // this thread waits to be scheduled.)
+                let bytes: usize = batch.iter().flat_map(Out::frames).map(Frame::len).sum();
+                load.sub(count, bytes);
+                let result = wire.send(batch.iter().flat_map(Out::frames));
                 batch.clear();
-                queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 if let Err(e) = result {
                     break Some(format!("write failed: {e}"));
+                }
+                if count >= YIELD_AFTER {
+                    // Under load: let the hub queue more before the next
+                    // write, so that each system call carries more frames.
+                    std::thread::yield_now();
                 }
                 if let Some(close) = close {
                     if let Ok(true) = wire.send_close_frame(&close) {
@@ -308,7 +367,7 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
                 }
             }
             recv(ticker) -> _ => {
-                if let Err(e) = wire.send(std::slice::from_ref(&ping)) {
+                if let Err(e) = wire.send([&ping]) {
                     break Some(format!("ping failed: {e}"));
                 }
             }

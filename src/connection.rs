@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use tungstenite::http::{Request, StatusCode, Uri};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig, WebSocketContext};
 
-use crate::client::{self, Ending, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Load, Out, Timing, WriterInputs, close_frame};
 use crate::http::header_tokens_of;
 use crate::wire::{Frame, Wire};
 use crate::{Error, Result};
@@ -75,10 +75,10 @@ impl Default for ClientOptions {
 /// between threads with an `Arc`.
 pub struct Connection {
     wire: Arc<Wire>,
-    queue: Sender<Frame>,
+    queue: Sender<Out>,
     control: Sender<CloseFrame>,
     inbox: Receiver<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    load: Arc<Load>,
     closing: AtomicBool,
     write_timeout: Duration,
     subprotocol: Option<String>,
@@ -222,7 +222,7 @@ impl Connection {
         // Unbounded: the reader must never block on a slow consumer while
         // owning the only path by which pongs are answered.
         let (inbox_tx, inbox_rx) = unbounded();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let load = Arc::new(Load::default());
         let ending = Arc::new(Mutex::new(None));
         let (finished_tx, finished_rx) = bounded::<()>(0);
         let writer_finished = finished_tx.clone();
@@ -231,7 +231,7 @@ impl Connection {
             queue: queue_rx,
             control: control_rx,
             reader_done: done_rx,
-            queued_bytes: queued_bytes.clone(),
+            load: load.clone(),
         };
         let writer_wire = wire.clone();
         let writer = thread::Builder::new()
@@ -277,7 +277,7 @@ impl Connection {
             queue: queue_tx,
             control: control_tx,
             inbox: inbox_rx,
-            queued_bytes,
+            load,
             closing: AtomicBool::new(false),
             write_timeout: options.write_timeout,
             subprotocol,
@@ -293,8 +293,10 @@ impl Connection {
         if self.closing.load(Ordering::Acquire) || self.wire.close_sent() {
             return Err(Error::Closed);
         }
-        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
-        self.queue.send(frame).map_err(|_| Error::Closed)
+        self.load.add(1, frame.len());
+        self.queue
+            .send(Out::Frame(frame))
+            .map_err(|_| Error::Closed)
     }
 
     /// The next message from the server. The last one is always
@@ -334,8 +336,9 @@ impl Connection {
         let frame = Frame::close(Role::Client, Some(&close));
         // Behind the queued messages; if the queue does not move within a
         // write timeout the writer is stuck, and the Close jumps the queue.
-        if let Err(SendTimeoutError::Timeout(_)) =
-            self.queue.send_timeout(frame, self.write_timeout)
+        if let Err(SendTimeoutError::Timeout(_)) = self
+            .queue
+            .send_timeout(Out::Frame(frame), self.write_timeout)
         {
             let _ = self.control.try_send(close);
         }

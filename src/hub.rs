@@ -21,14 +21,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{info, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message};
 
-use crate::client::close_frame;
+use crate::client::{Load, Out, close_frame};
 use crate::wire::Frame;
 
 /// Identifies one connection for the lifetime of a server.
@@ -77,9 +76,9 @@ pub(crate) struct Member {
     /// `None` for echo clients: known to the hub only so shutdown reaches them.
     pub room: Option<Arc<str>>,
     pub peer: SocketAddr,
-    pub queue: Sender<Frame>,
+    pub queue: Sender<Out>,
     pub control: Sender<CloseFrame>,
-    pub queued_bytes: Arc<AtomicUsize>,
+    pub load: Arc<Load>,
 }
 
 /// What the hub is told.
@@ -214,17 +213,15 @@ impl Hub {
         self.emit(|| Event::Left { client, room });
     }
 
-    /// Fans out a burst of broadcasts, member by member, then reports them.
+    /// Fans out a burst of broadcasts: per room, the frames go into one
+    /// shared slice, and each member's queue gets one entry pointing at it.
     fn deliver(&mut self, burst: &mut Vec<Pending>, limits: Limits) {
         if burst.is_empty() {
             return;
         }
         let mut rooms: Vec<Arc<str>> = Vec::new();
         for p in burst.iter() {
-            if !rooms
-                .iter()
-                .any(|r| Arc::ptr_eq(r, &p.room) || *r == p.room)
-            {
+            if !rooms.iter().any(|r| *r == p.room) {
                 rooms.push(p.room.clone());
             }
         }
@@ -233,41 +230,55 @@ impl Hub {
             let Some(members) = self.rooms.get(room) else {
                 continue;
             };
-            for m in members {
-                let mine = |p: &&Pending| {
-                    *p.room == **room && (Some(m.id) != p.from || limits.echo_sender)
-                };
-                // One update of the byte count per member and burst.
-                let bytes: usize = burst.iter().filter(mine).map(|p| p.frame.len()).sum();
-                if bytes == 0 {
-                    continue;
-                }
-                let queued = m.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-                let mut unsent = bytes;
-                let mut failure = None;
-                if queued + bytes > limits.bytes {
-                    failure = Some(TrySendError::Full(()));
-                } else {
-                    for p in burst.iter().filter(mine) {
-                        match m.queue.try_send(p.frame.clone()) {
-                            Ok(()) => unsent -= p.frame.len(),
-                            Err(TrySendError::Full(_)) => {
-                                failure = Some(TrySendError::Full(()));
-                                break;
-                            }
-                            Err(TrySendError::Disconnected(_)) => {
-                                failure = Some(TrySendError::Disconnected(()));
-                                break;
-                            }
+            let frames: Arc<[(Option<ClientId>, Frame)]> = burst
+                .iter()
+                .filter(|p| p.room == *room)
+                .map(|p| (p.from, p.frame.clone()))
+                .collect();
+            let total = (
+                frames.len(),
+                frames.iter().map(|(_, f)| f.len()).sum::<usize>(),
+            );
+            // What each sender contributed: members do not get their own.
+            let mut own: Vec<(ClientId, usize, usize)> = Vec::new();
+            for (from, f) in frames.iter() {
+                if let Some(id) = from {
+                    match own.iter_mut().find(|(o, ..)| o == id) {
+                        Some(entry) => {
+                            entry.1 += 1;
+                            entry.2 += f.len();
                         }
+                        None => own.push((*id, 1, f.len())),
                     }
                 }
-                if unsent > 0 {
-                    m.queued_bytes.fetch_sub(unsent, Ordering::Relaxed);
+            }
+            for m in members {
+                let skip = (!limits.echo_sender).then_some(m.id);
+                let (count, bytes) = match own.iter().find(|(o, ..)| Some(*o) == skip) {
+                    Some(&(_, c, b)) => (total.0 - c, total.1 - b),
+                    None => total,
+                };
+                if count == 0 {
+                    continue;
                 }
-                match failure {
-                    None => {}
-                    Some(TrySendError::Full(())) => {
+                let (queued, queued_bytes) = m.load.add(count, bytes);
+                let outcome =
+                    if queued + count > limits.messages || queued_bytes + bytes > limits.bytes {
+                        Err(TrySendError::Full(()))
+                    } else {
+                        m.queue
+                            .try_send(Out::Burst {
+                                frames: frames.clone(),
+                                skip,
+                            })
+                            .map_err(|e| match e {
+                                TrySendError::Full(_) => TrySendError::Full(()),
+                                TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+                            })
+                    };
+                if let Err(e) = outcome {
+                    m.load.sub(count, bytes);
+                    if let TrySendError::Full(()) = e {
                         warn!(
                             "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
                             m.id, limits.messages, limits.bytes
@@ -275,11 +286,10 @@ impl Hub {
                         let _ = m
                             .control
                             .try_send(close_frame(CloseCode::Policy, "send queue full"));
-                        evicted.push((m.id, room.clone()));
                     }
-                    // The writer is gone; its reader unregisters soon. No
-                    // more deliveries to it either way.
-                    Some(TrySendError::Disconnected(())) => evicted.push((m.id, room.clone())),
+                    // A disconnected queue means the writer is gone; its
+                    // reader unregisters soon. No more deliveries either way.
+                    evicted.push((m.id, room.clone()));
                 }
             }
         }

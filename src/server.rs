@@ -27,7 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::assets::Assets;
-use crate::client::{self, Ending, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Load, Out, Timing, WriterInputs, close_frame};
 use crate::handshake::{self, Policy};
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::{self, ClientId, Event, HubMsg, Limits, Member};
@@ -617,14 +617,14 @@ impl Conn {
         let (queue_tx, queue_rx) = bounded(cfg.send_queue);
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let load = Arc::new(Load::default());
         let member = Member {
             id: self.id,
             room: room.clone(),
             peer: self.peer,
             queue: queue_tx.clone(),
             control: control_tx,
-            queued_bytes: queued_bytes.clone(),
+            load: load.clone(),
         };
         let what = match &room {
             Some(room) if room.is_empty() => "joined the lobby".to_string(),
@@ -646,7 +646,7 @@ impl Conn {
             queue: queue_rx,
             control: control_rx,
             reader_done: done_rx,
-            queued_bytes: queued_bytes.clone(),
+            load: load.clone(),
         };
         let (writer_wire, id, peer) = (self.wire.clone(), self.id, self.peer);
         let writer = self.shared.spawn(format!("wshub-write-{}", id.0), move || {
@@ -687,8 +687,8 @@ impl Conn {
                 };
                 // Blocking: an echo client that does not read its echoes
                 // stops being read from, until the write timeout drops it.
-                queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
-                queue_tx.send(frame).is_ok()
+                load.add(1, frame.len());
+                queue_tx.send(Out::Frame(frame)).is_ok()
             }),
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));

@@ -183,34 +183,36 @@ impl Wire {
 
     /// Writes data or ping frames, all in as few system calls as possible.
     /// Returns `Ok(false)` if they were dropped because a Close went first.
-    pub(crate) fn send(&self, frames: &[Frame]) -> io::Result<bool> {
+    pub(crate) fn send<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> io::Result<bool> {
         let mut state = self.lock();
         if state.close_sent || state.broken {
             return Ok(false);
         }
         let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        let mut written = 0;
+        let mut n = 0;
         let mut result = Ok(());
-        for chunk in frames.chunks(MAX_BATCH) {
-            let mut n = 0;
-            for frame in chunk {
-                for s in frame.slices() {
-                    if !s.is_empty() {
-                        slices[n] = s;
-                        n += 1;
-                    }
+        for frame in frames {
+            for s in frame.slices() {
+                if !s.is_empty() {
+                    slices[n] = s;
+                    n += 1;
                 }
             }
-            result = self.write_all(&mut slices[..n]);
-            if result.is_err() {
-                break;
+            if n >= slices.len() - 1 {
+                result = self.write_all(&mut slices[..n]);
+                n = 0;
+                if result.is_err() {
+                    break;
+                }
             }
-            written += chunk.len();
+        }
+        if result.is_ok() && n > 0 {
+            result = self.write_all(&mut slices[..n]);
         }
         if result.is_err() {
             self.mark_broken(&mut state);
         }
-        result.map(|()| written == frames.len())
+        result.map(|()| true)
     }
 
     /// Writes our Close unless one already went out. Returns whether it wrote.
