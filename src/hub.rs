@@ -221,7 +221,7 @@ impl Hub {
         }
         let mut rooms: Vec<Arc<str>> = Vec::new();
         for p in burst.iter() {
-            if !rooms.iter().any(|r| *r == p.room) {
+            if !rooms.contains(&p.room) {
                 rooms.push(p.room.clone());
             }
         }
