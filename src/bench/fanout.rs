@@ -343,9 +343,13 @@ fn receive(
     let mut next = vec![0u64; senders];
     let mut unpublished = 0u64;
     let mut last_ns = 0u64;
+    let mut clock = (u64::MAX, 0u64);
     let result = reader.run(|seen| match seen {
-        Seen::Data(p) => {
-            let now = shared.base.elapsed().as_nanos() as u64;
+        Seen::Data(p, read) => {
+            if clock.0 != read {
+                clock = (read, shared.base.elapsed().as_nanos() as u64);
+            }
+            let now = clock.1;
             let parsed = (p.len() >= HEADER)
                 .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
                 .flatten();

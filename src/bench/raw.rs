@@ -50,6 +50,7 @@ pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
                         start: 0,
                         end: 0,
                         initial: opened.rest,
+                        reads: 0,
                     },
                     writer: RawWriter {
                         stream: Arc::new(Mutex::new(stream)),
@@ -92,7 +93,9 @@ pub(crate) fn dial_bare(url: &str) -> io::Result<TcpStream> {
 
 /// What a reader saw.
 pub(crate) enum Seen<'a> {
-    Data(&'a [u8]),
+    /// A data frame, and the number of the read that brought its end (frames
+    /// of one read arrived together, so one clock reading serves them all).
+    Data(&'a [u8], u64),
     Ping(&'a [u8]),
     Close(Option<u16>),
     Other,
@@ -104,6 +107,7 @@ pub(crate) struct RawReader {
     start: usize,
     end: usize,
     initial: Vec<u8>,
+    reads: u64,
 }
 
 impl RawReader {
@@ -137,7 +141,7 @@ impl RawReader {
                 }
                 let payload = &self.buf[self.start + head..self.start + head + len];
                 let seen = match header.opcode {
-                    OpCode::Data(Data::Text | Data::Binary | Data::Continue) => Seen::Data(payload),
+                    OpCode::Data(Data::Text | Data::Binary | Data::Continue) => Seen::Data(payload, self.reads),
                     OpCode::Control(Control::Ping) => Seen::Ping(payload),
                     OpCode::Control(Control::Close) => Seen::Close(
                         (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
@@ -163,6 +167,7 @@ impl RawReader {
                 Err(e) => return Err(e),
             };
             self.end += n;
+            self.reads += 1;
         }
     }
 

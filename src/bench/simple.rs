@@ -79,7 +79,7 @@ pub(super) fn echo(args: &EchoArgs) -> Result<(), String> {
         let writer = conn.writer.clone();
         let mut got = false;
         let r = conn.reader.run(|seen| match seen {
-            Seen::Data(_) => {
+            Seen::Data(..) => {
                 got = true;
                 false
             }
@@ -253,7 +253,7 @@ pub(super) fn churn(args: &ChurnArgs) -> Result<(), String> {
                         conn.writer.text(b"churn", &mut scratch)?;
                         let mut got = false;
                         conn.reader.run(|seen| {
-                            got = matches!(seen, Seen::Data(_));
+                            got = matches!(seen, Seen::Data(..));
                             false
                         })?;
                         conn.writer.close()?;
