@@ -236,7 +236,7 @@ fn close_with(
     };
     if sent {
         let deadline = Instant::now() + timing.close_timeout;
-        let mut sink = [0u8; 4096];
+        let mut sink = [0u8; 512];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || wire.stream().set_read_timeout(Some(left)).is_err() {

@@ -61,7 +61,8 @@ pub enum Route {
 /// head_len)))` once it is complete, and a 4xx [`Rejection`] for anything
 /// malformed or past `max_head` bytes.
 pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<()>, usize)>, Rejection> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // On the heap: 2 KiB of stack would stay resident in every reader thread.
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let status = match parsed.parse(buf) {
         Ok(status) => status,
@@ -212,12 +213,11 @@ pub(crate) fn read_head(
     max_head: usize,
 ) -> Result<(Request<()>, usize), HeadError> {
     let deadline = Instant::now() + timeout;
-    let mut chunk = [0u8; 2048];
     let mut fresh = true;
     loop {
         // Re-parse only when a line may have ended: a byte-at-a-time sender
         // must not cost a full parse per byte.
-        if !buf.is_empty() && (fresh || buf.ends_with(b"\n") || buf.contains(&b'\n')) {
+        if !buf.is_empty() && fresh {
             match parse_head(buf, max_head) {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
@@ -233,8 +233,14 @@ pub(crate) fn read_head(
         stream
             .set_read_timeout(Some(deadline - now))
             .map_err(HeadError::Io)?;
-        let room = (max_head - buf.len().min(max_head)).clamp(1, chunk.len());
-        match (&*stream).read(&mut chunk[..room]) {
+        // Straight into `buf` (no stack buffer: this thread's stack pages
+        // stay resident for the life of the connection).
+        let len = buf.len();
+        let room = (max_head - len.min(max_head)).clamp(1, 1024);
+        buf.resize(len + room, 0);
+        let read = (&*stream).read(&mut buf[len..]);
+        buf.truncate(len + *read.as_ref().unwrap_or(&0));
+        match read {
             Ok(0) if buf.is_empty() => return Err(HeadError::Closed),
             Ok(0) => {
                 return Err(HeadError::Rejected(Rejection::new(
@@ -242,10 +248,7 @@ pub(crate) fn read_head(
                     "connection closed mid-head",
                 )));
             }
-            Ok(n) => {
-                fresh = chunk[..n].contains(&b'\n');
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            Ok(n) => fresh = buf[len..len + n].contains(&b'\n'),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(

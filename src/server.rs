@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use log::{debug, error, info, warn};
 use tungstenite::http::{Method, Request, StatusCode};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -61,6 +61,8 @@ struct Shared {
     hub: Sender<HubMsg>,
     stopping: AtomicBool,
     next_id: AtomicU64,
+    /// Most connection threads this process can start (see [`thread_budget`]).
+    thread_budget: usize,
     /// Open WebSocket connections, for `max_clients`.
     clients: AtomicUsize,
     live: Mutex<Live>,
@@ -104,6 +106,7 @@ impl Server {
             hub: hub_tx,
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            thread_budget: thread_budget(),
             clients: AtomicUsize::new(0),
             live: Mutex::new(Live::default()),
             changed: Condvar::new(),
@@ -285,7 +288,18 @@ impl Shared {
         name: String,
         body: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
-        self.lock().threads += 1;
+        {
+            let mut live = self.lock();
+            // Past the budget the kernel refuses the thread's mappings, and
+            // Rust's thread start-up aborts the process: refuse first.
+            if live.threads >= self.thread_budget {
+                return Err(std::io::Error::other(format!(
+                    "thread budget of {} exhausted (see vm.max_map_count)",
+                    self.thread_budget
+                )));
+            }
+            live.threads += 1;
+        }
         let guard = ThreadGuard(self.clone());
         thread::Builder::new()
             .name(name)
@@ -300,7 +314,9 @@ impl Shared {
     /// Takes a WebSocket slot, or `None` at `max_clients`.
     fn admit(self: &Arc<Self>) -> Option<Admission> {
         let before = self.clients.fetch_add(1, Ordering::AcqRel);
-        if self.config.max_clients.is_some_and(|max| before >= max) {
+        // The writer needs one more thread; keep room for a few HTTP requests.
+        let threads_full = self.lock().threads + 8 > self.thread_budget;
+        if threads_full || self.config.max_clients.is_some_and(|max| before >= max) {
             self.clients.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -339,6 +355,30 @@ impl Drop for Registered {
     fn drop(&mut self) {
         self.shared.lock().sockets.remove(&self.id);
     }
+}
+
+/// How many connection threads the kernel will let this process start.
+///
+/// Each thread costs four memory mappings (its stack and guard page, and
+/// the alternate signal stack Rust gives every thread, with its guard), and
+/// `vm.max_map_count` (65530 by default) bounds mappings per process; the
+/// system-wide `kernel.threads-max` bounds threads. When a thread cannot get
+/// its mappings, Rust aborts the whole process, so the server stays below.
+fn thread_budget() -> usize {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    };
+    let maps = read("/proc/sys/vm/max_map_count").unwrap_or(65530);
+    let by_maps = maps.saturating_sub(4096) / 4;
+    let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
+    let budget = by_maps.min(by_threads);
+    info!(
+        "thread budget {budget} (vm.max_map_count {maps}): room for about {} WebSocket clients",
+        budget / 2
+    );
+    budget
 }
 
 /// The address that reaches our own listener.
@@ -479,10 +519,15 @@ impl Conn {
                     }
                     buf = rest;
                 }
+                // The head buffer is not needed for the connection's life.
                 Ok(Route::Hub(room)) => {
+                    drop(buf);
                     return self.upgrade(request, Some(room.into()), rest, registered);
                 }
-                Ok(Route::Echo) => return self.upgrade(request, None, rest, registered),
+                Ok(Route::Echo) => {
+                    drop(buf);
+                    return self.upgrade(request, None, rest, registered);
+                }
             }
         }
     }
@@ -588,6 +633,8 @@ impl Conn {
             Ok(response) => response,
             Err(rejection) => return self.refuse(&rejection, false),
         };
+        // Headers are done with; the reader loop below lives as long as the client.
+        drop(request);
         let Some(admission) = self.shared.admit() else {
             let limit = self.config().max_clients.unwrap_or_default();
             let rejection = Rejection::new(
@@ -603,6 +650,7 @@ impl Conn {
             debug!("{} ({}): writing 101: {e}", self.id, self.peer);
             return;
         }
+        drop(response);
         let cfg = self.config();
         if let Err(e) = self.wire.stream().set_read_timeout(Some(cfg.pong_timeout)) {
             debug!("{} ({}): {e}", self.id, self.peer);
@@ -614,7 +662,15 @@ impl Conn {
             ping_interval: cfg.ping_interval,
             close_timeout: cfg.close_timeout,
         };
-        let (queue_tx, queue_rx) = bounded(cfg.send_queue);
+        // A bounded crossbeam channel allocates and initialises every slot up
+        // front (12 KiB for 256 entries), a cost each idle client would pay.
+        // The hub bounds a chat client's queue itself (`Load`, in messages
+        // and bytes), so the channel can grow lazily. An echo client's own
+        // reader fills its queue, and needs a bound that blocks it.
+        let (queue_tx, queue_rx) = match room {
+            Some(_) => unbounded(),
+            None => bounded(cfg.send_queue),
+        };
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
         let load = Arc::new(Load::default());

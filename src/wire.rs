@@ -24,7 +24,7 @@ use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role};
 
 /// Frames written per system call at most (two slices each, under IOV_MAX).
-pub(crate) const MAX_BATCH: usize = 128;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// A complete WebSocket frame ready for the wire.
 #[derive(Clone, Debug)]

@@ -141,7 +141,9 @@ impl RawReader {
                 }
                 let payload = &self.buf[self.start + head..self.start + head + len];
                 let seen = match header.opcode {
-                    OpCode::Data(Data::Text | Data::Binary | Data::Continue) => Seen::Data(payload, self.reads),
+                    OpCode::Data(Data::Text | Data::Binary | Data::Continue) => {
+                        Seen::Data(payload, self.reads)
+                    }
                     OpCode::Control(Control::Ping) => Seen::Ping(payload),
                     OpCode::Control(Control::Close) => Seen::Close(
                         (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
