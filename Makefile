@@ -3,7 +3,7 @@ CARGO ?= cargo
 ADDR ?= 0.0.0.0:8080
 ARGS ?=
 
-.PHONY: run build test e2e autobahn lint doc clean
+.PHONY: run build test e2e autobahn bench soak lint doc clean
 
 ## Build (release) and start the server on :8080; open http://localhost:8080/
 run:
@@ -27,6 +27,14 @@ e2e:
 ## Autobahn|Testsuite fuzzingclient against /echo, all cases (sets the suite up under target/ first)
 autobahn:
 	bash scripts/autobahn.sh
+
+## Every benchmark scenario, 3 runs each (minutes; not part of test): BENCHMARKS.md's figures and docs/*.png
+bench:
+	bash scripts/bench.sh
+
+## 30 minutes of steady chat with joins and leaves; RSS, threads, fds sampled into docs/soak.csv and docs/soak.png
+soak:
+	bash scripts/soak.sh
 
 ## Formatting and lints, as CI checks them
 lint:

@@ -27,7 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::assets::Assets;
-use crate::client::{self, Ending, Load, Out, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Load, Timing, WriterInputs, close_frame};
 use crate::handshake::{self, Policy};
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::{self, ClientId, Event, HubMsg, Limits, Member};
@@ -662,15 +662,12 @@ impl Conn {
             ping_interval: cfg.ping_interval,
             close_timeout: cfg.close_timeout,
         };
-        // A bounded crossbeam channel allocates and initialises every slot up
-        // front (12 KiB for 256 entries), a cost each idle client would pay.
-        // The hub bounds a chat client's queue itself (`Load`, in messages
-        // and bytes), so the channel can grow lazily. An echo client's own
-        // reader fills its queue, and needs a bound that blocks it.
-        let (queue_tx, queue_rx) = match room {
-            Some(_) => unbounded(),
-            None => bounded(cfg.send_queue),
-        };
+        // Unbounded: a bounded crossbeam channel allocates and initialises
+        // every slot up front (12 KiB for 256 entries), a cost each idle
+        // client would pay. The hub bounds a chat client's queue itself
+        // (`Load`, in messages and bytes); an echo client's queue carries
+        // only its Close.
+        let (queue_tx, queue_rx) = unbounded();
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
         let load = Arc::new(Load::default());
@@ -741,10 +738,12 @@ impl Conn {
                 let Some(frame) = Frame::data(Role::Server, &message) else {
                     return true;
                 };
-                // Blocking: an echo client that does not read its echoes
-                // stops being read from, until the write timeout drops it.
-                load.add(1, frame.len());
-                queue_tx.send(Out::Frame(frame)).is_ok()
+                // The echo goes out from this thread, as in gorilla's echo
+                // example: one thread hop less per round trip, and the order
+                // of echoes is the order of reads. A client that does not
+                // read its echoes stops being read from until the write
+                // timeout drops it. (After our Close the echo is dropped.)
+                self.wire.send([&frame]).is_ok()
             }),
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));

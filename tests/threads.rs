@@ -27,7 +27,7 @@ fn fds() -> usize {
 
 #[test]
 fn misbehaving_connections_leave_no_threads_or_fds_behind() {
-    const PER_KIND: usize = 60;
+    const PER_KIND: usize = 400;
     let server = start(Config {
         head_timeout: Duration::from_millis(500),
         close_timeout: Duration::from_millis(300),
