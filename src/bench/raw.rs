@@ -16,7 +16,7 @@ use tungstenite::protocol::Role;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::connection::{ClientOptions, open};
+use crate::connection::{ClientOptions, Opened, open};
 use crate::wire::Frame;
 
 /// One dialled connection.
@@ -25,9 +25,9 @@ pub(crate) struct RawConn {
     pub writer: RawWriter,
 }
 
-/// Dials `url` with up to three retries (a busy server may refuse or reset
-/// while its accept queue is full).
-pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
+/// Opens `url` with up to three retries (a busy server may refuse or reset
+/// while its accept queue is full). HTTP answers and bad URLs are final.
+fn open_retrying(url: &str) -> io::Result<Opened> {
     let options = ClientOptions {
         connect_timeout: Duration::from_secs(10),
         ..ClientOptions::default()
@@ -39,24 +39,7 @@ pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
             std::thread::sleep(Duration::from_millis(50 << attempt));
         }
         match open(url, &options) {
-            Ok(opened) => {
-                let stream = opened.stream;
-                stream.set_read_timeout(None)?;
-                let read_half = stream.try_clone()?;
-                return Ok(RawConn {
-                    reader: RawReader {
-                        stream: read_half,
-                        buf: vec![0; 256 << 10],
-                        start: 0,
-                        end: 0,
-                        initial: opened.rest,
-                        reads: 0,
-                    },
-                    writer: RawWriter {
-                        stream: Arc::new(Mutex::new(stream)),
-                    },
-                });
-            }
+            Ok(opened) => return Ok(opened),
             Err(crate::Error::Http(status)) => {
                 return Err(io::Error::other(format!("server answered {status}")));
             }
@@ -72,23 +55,30 @@ pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
     )))
 }
 
+/// Dials `url`: a reader with its buffer and a writer.
+pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
+    let opened = open_retrying(url)?;
+    let stream = opened.stream;
+    stream.set_read_timeout(None)?;
+    let read_half = stream.try_clone()?;
+    Ok(RawConn {
+        reader: RawReader {
+            stream: read_half,
+            buf: vec![0; 256 << 10],
+            start: 0,
+            end: 0,
+            initial: opened.rest,
+            reads: 0,
+        },
+        writer: RawWriter {
+            stream: Arc::new(Mutex::new(stream)),
+        },
+    })
+}
+
 /// Dials only: the socket after the handshake, no reader buffer (for idle).
 pub(crate) fn dial_bare(url: &str) -> io::Result<TcpStream> {
-    let options = ClientOptions::default();
-    let mut last = None;
-    for attempt in 0..4 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(50 << attempt));
-        }
-        match open(url, &options) {
-            Ok(opened) => return Ok(opened.stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(io::Error::other(last.map_or_else(
-        || "connect failed".to_string(),
-        |e| e.to_string(),
-    )))
+    open_retrying(url).map(|opened| opened.stream)
 }
 
 /// What a reader saw.
