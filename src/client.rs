@@ -21,9 +21,15 @@
 //!   encoded ([`Frame`]), and it encodes its own pings and Close. It takes
 //!   every frame already queued and writes them in one vectored system call —
 //!   batching without merging: each message keeps its own frame and type.
+//!   The queue holds [`Out`] entries: a single frame, or a burst the hub
+//!   shares between all receivers of a room (frames from this client itself
+//!   are skipped). A busy writer yields after a large batch so that the next
+//!   system call carries more frames.
 //! * **Close** is tracked by `Wire`: whoever sends our Close (the reader
 //!   answering the peer or failing the connection, the writer on eviction or
-//!   shutdown) marks it, and nothing is written after it. The reader exits on
+//!   shutdown) marks it, and nothing is written after it; the peer's Close is
+//!   answered, and a failed connection closed, *behind* what is already
+//!   queued, and the writer half-closes right after our Close. The reader exits on
 //!   the peer's Close, an error, or EOF; the writer exits when the reader is
 //!   gone (a dropped channel), after its own Close has been answered or
 //!   `close_timeout` passed, or on a failed write — and then shuts the socket
