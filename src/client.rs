@@ -12,16 +12,16 @@
 //! * The **reader owns the `WebSocketContext`** outright — no lock — and
 //!   blocks in `ctx.read()` on the socket. The context keeps partial frames
 //!   between reads and enforces the size, UTF-8 and protocol rules.
-//! * **Every write goes through [`Wire`]**, whose mutex is held only for the
+//! * **Every write goes through `Wire`**, whose mutex is held only for the
 //!   duration of one write of whole frames (bounded by the write timeout).
 //!   The context's automatic pongs reach the socket through
-//!   [`ReaderIo`](crate::wire::ReaderIo), which writes them under that lock,
+//!   `ReaderIo`, which writes them under that lock,
 //!   so a pong can never land in the middle of a data frame.
 //! * The **writer never touches the context**: data frames arrive already
-//!   encoded ([`Frame`]), and it encodes its own pings and Close. It takes
+//!   encoded (`Frame`), and it encodes its own pings and Close. It takes
 //!   every frame already queued and writes them in one vectored system call —
 //!   batching without merging: each message keeps its own frame and type.
-//!   The queue holds [`Out`] entries: a single frame, or a burst the hub
+//!   The queue holds `Out` entries: a single frame, or a burst the hub
 //!   shares between all receivers of a room (frames from this client itself
 //!   are skipped). A busy writer yields after a large batch so that the next
 //!   system call carries more frames.

@@ -2,7 +2,7 @@
 //! `ws://` URL, then `send`, `recv` and `close` from any thread.
 //!
 //! It runs the same reader/writer pair as the server's clients (see
-//! [`client`](crate::client)): the reader delivers messages to a channel
+//! [`client`]): the reader delivers messages to a channel
 //! that [`Connection::recv`] reads, the writer takes frames from a bounded
 //! queue that [`Connection::send`] fills. The opening handshake uses
 //! tungstenite's request generator and accept-key derivation; the response

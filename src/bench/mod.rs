@@ -8,7 +8,7 @@
 //! Every run is bounded in time, prints a human summary and one JSON line,
 //! and, given `--pid`, reads the server's CPU time and memory from /proc.
 //!
-//! The generator's own client code is in [`raw`]: it parses frames in place
+//! The generator's own client code is in `raw`: it parses frames in place
 //! so that it is not the bottleneck it measures.
 
 mod fanout;

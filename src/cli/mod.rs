@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
 pub struct ClientArgs {
     /// The server, e.g. ws://localhost:8080/ws/ops
     pub url: String,
-    /// Send this file first, as a file message ([u16 LE name length][name][bytes]).
+    /// Send this file first, as a file message (u16 LE name length, UTF-8 name, bytes).
     #[arg(long, value_name = "PATH")]
     pub send_file: Option<PathBuf>,
     /// Save received file messages into this directory (never overwriting).
@@ -149,7 +149,7 @@ pub struct ServeArgs {
     /// Most open WebSocket connections; more get 503 with Retry-After [default: no limit].
     #[arg(long)]
     pub max_clients: Option<usize>,
-    /// Allow browser pages from this origin (e.g. http://example.com:3000); `*` allows any. Repeatable.
+    /// Allow browser pages from this origin (e.g. `http://example.com:3000`); `*` allows any. Repeatable.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
     /// A subprotocol the server speaks, in order of preference. Repeatable.
