@@ -21,9 +21,9 @@ use tungstenite::handshake::client::{generate_key, generate_request};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::http::{Request, StatusCode, Uri};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
-use crate::client::{self, Ending, Load, Out, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Load, Out, Signals, Timing, WriterInputs, close_frame};
 use crate::http::header_tokens_of;
 use crate::wire::{Frame, Wire};
 use crate::{Error, Result};
@@ -76,7 +76,7 @@ impl Default for ClientOptions {
 pub struct Connection {
     wire: Arc<Wire>,
     queue: Sender<Out>,
-    control: Sender<CloseFrame>,
+    signals: Arc<Signals>,
     inbox: Receiver<Message>,
     load: Arc<Load>,
     closing: AtomicBool,
@@ -217,8 +217,7 @@ impl Connection {
             close_timeout: options.close_timeout,
         };
         let (queue_tx, queue_rx) = bounded(options.send_queue.max(1));
-        let (control_tx, control_rx) = bounded(1);
-        let (done_tx, done_rx) = bounded::<()>(0);
+        let signals = Arc::new(Signals::default());
         // Unbounded: the reader must never block on a slow consumer while
         // owning the only path by which pongs are answered.
         let (inbox_tx, inbox_rx) = unbounded();
@@ -229,8 +228,7 @@ impl Connection {
 
         let inputs = WriterInputs {
             queue: queue_rx,
-            control: control_rx,
-            reader_done: done_rx,
+            signals: signals.clone(),
             load: load.clone(),
         };
         let writer_wire = wire.clone();
@@ -245,14 +243,15 @@ impl Connection {
         let reader_wire = wire.clone();
         let reader_ending = ending.clone();
         let reader_queue = queue_tx.clone();
+        let reader_signals = signals.clone();
         let reader = thread::Builder::new()
             .name("wshub-client-read".into())
             .spawn(move || {
                 let _finished = finished_tx;
                 let inbox: Sender<Message> = inbox_tx;
-                let end = client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, |m| {
-                    inbox.send(m).is_ok()
-                });
+                let mut to_inbox = |m| inbox.send(m).is_ok();
+                let end =
+                    client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, &mut to_inbox);
                 let close = match &end {
                     Ending::PeerClosed(frame) => frame.clone(),
                     Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),
@@ -262,7 +261,7 @@ impl Connection {
                     *slot = Some(end);
                 }
                 let _ = inbox.send(Message::Close(close));
-                drop(done_tx);
+                reader_signals.reader_done(&reader_queue);
             });
         let reader = match reader {
             Ok(reader) => reader,
@@ -275,7 +274,7 @@ impl Connection {
         Ok(Connection {
             wire,
             queue: queue_tx,
-            control: control_tx,
+            signals,
             inbox: inbox_rx,
             load,
             closing: AtomicBool::new(false),
@@ -340,7 +339,7 @@ impl Connection {
             .queue
             .send_timeout(Out::Frame(frame), self.write_timeout)
         {
-            let _ = self.control.try_send(close);
+            self.signals.close(close, &self.queue);
         }
     }
 

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{info, warn};
+use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Message};
 
-use crate::client::{Load, Out, close_frame};
+use crate::client::{Load, Out, Signals, close_frame};
 use crate::wire::Frame;
 
 /// Identifies one connection for the lifetime of a server.
@@ -77,7 +77,7 @@ pub(crate) struct Member {
     pub room: Option<Arc<str>>,
     pub peer: SocketAddr,
     pub queue: Sender<Out>,
-    pub control: Sender<CloseFrame>,
+    pub signals: Arc<Signals>,
     pub load: Arc<Load>,
 }
 
@@ -91,6 +91,11 @@ pub(crate) enum HubMsg {
         room: Option<Arc<str>>,
         frame: Frame,
         message: Message,
+    },
+    /// Messages a client's reader got in one read, in order.
+    Batch {
+        from: ClientId,
+        messages: Vec<(Frame, Message)>,
     },
     Subscribe(Sender<Event>),
     Shutdown,
@@ -115,7 +120,7 @@ struct Hub {
 }
 
 /// Most broadcasts gathered into one fan-out.
-const BURST: usize = 64;
+pub(crate) const BURST: usize = 64;
 
 /// A broadcast whose room is known, waiting for its fan-out.
 struct Pending {
@@ -157,6 +162,21 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                     }
                     // Otherwise the sender left (or was evicted) before its message got here.
                 }
+                HubMsg::Batch { from, messages } => {
+                    // Unknown sender: it left (or was evicted) before its
+                    // messages got here.
+                    if let Some(room) = hub.where_is.get(&from).cloned() {
+                        if burst.len() + messages.len() > BURST {
+                            hub.deliver(&mut burst, limits);
+                        }
+                        burst.extend(messages.into_iter().map(|(frame, message)| Pending {
+                            from: Some(from),
+                            room: room.clone(),
+                            frame,
+                            message,
+                        }));
+                    }
+                }
                 other => {
                     hub.deliver(&mut burst, limits);
                     match other {
@@ -167,7 +187,7 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                             hub.shutdown();
                             return;
                         }
-                        HubMsg::Broadcast { .. } => {}
+                        HubMsg::Broadcast { .. } | HubMsg::Batch { .. } => {}
                     }
                 }
             }
@@ -283,9 +303,8 @@ impl Hub {
                             "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
                             m.id, limits.messages, limits.bytes
                         );
-                        let _ = m
-                            .control
-                            .try_send(close_frame(CloseCode::Policy, "send queue full"));
+                        m.signals
+                            .close(close_frame(CloseCode::Policy, "send queue full"), &m.queue);
                     }
                     // A disconnected queue means the writer is gone; its
                     // reader unregisters soon. No more deliveries either way.
@@ -313,7 +332,7 @@ impl Hub {
         let all = self.rooms.values().flatten().chain(self.echo.values());
         let mut n = 0;
         for m in all {
-            let _ = m.control.try_send(close.clone());
+            m.signals.close(close.clone(), &m.queue);
             n += 1;
         }
         info!("hub: closing {n} clients");

@@ -27,7 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::assets::Assets;
-use crate::client::{self, Ending, Load, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Inbound, Load, Signals, Timing, WriterInputs, close_frame};
 use crate::handshake::{self, Policy};
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::{self, ClientId, Event, HubMsg, Limits, Member};
@@ -668,15 +668,14 @@ impl Conn {
         // (`Load`, in messages and bytes); an echo client's queue carries
         // only its Close.
         let (queue_tx, queue_rx) = unbounded();
-        let (control_tx, control_rx) = bounded(1);
-        let (done_tx, done_rx) = bounded::<()>(0);
+        let signals = Arc::new(Signals::default());
         let load = Arc::new(Load::default());
         let member = Member {
             id: self.id,
             room: room.clone(),
             peer: self.peer,
             queue: queue_tx.clone(),
-            control: control_tx,
+            signals: signals.clone(),
             load: load.clone(),
         };
         let what = match &room {
@@ -697,8 +696,7 @@ impl Conn {
         }
         let inputs = WriterInputs {
             queue: queue_rx,
-            control: control_rx,
-            reader_done: done_rx,
+            signals: signals.clone(),
             load: load.clone(),
         };
         let (writer_wire, id, peer) = (self.wire.clone(), self.id, self.peer);
@@ -720,34 +718,31 @@ impl Conn {
         info!("{} ({}) {what}", self.id, self.peer);
         let ending = match room {
             Some(_) => {
-                let hub = &self.shared.hub;
-                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, |message| {
+                let mut to_hub = ToHub {
+                    hub: &self.shared.hub,
+                    from: id,
+                    held: Vec::new(),
+                };
+                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, &mut to_hub)
+            }
+            None => {
+                let mut echo = |message| {
                     let Some(frame) = Frame::data(Role::Server, &message) else {
                         return true;
                     };
-                    hub.send(HubMsg::Broadcast {
-                        from: Some(id),
-                        room: None,
-                        frame,
-                        message,
-                    })
-                    .is_ok()
-                })
-            }
-            None => client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, |message| {
-                let Some(frame) = Frame::data(Role::Server, &message) else {
-                    return true;
+                    // The echo goes out from this thread, as in gorilla's
+                    // echo example: one thread hop less per round trip, and
+                    // the order of echoes is the order of reads. A client
+                    // that does not read its echoes stops being read from
+                    // until the write timeout drops it. (After our Close
+                    // the echo is dropped.)
+                    self.wire.send([&frame]).is_ok()
                 };
-                // The echo goes out from this thread, as in gorilla's echo
-                // example: one thread hop less per round trip, and the order
-                // of echoes is the order of reads. A client that does not
-                // read its echoes stops being read from until the write
-                // timeout drops it. (After our Close the echo is dropped.)
-                self.wire.send([&frame]).is_ok()
-            }),
+                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, &mut echo)
+            }
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-        drop(done_tx);
+        signals.reader_done(&queue_tx);
         match &ending {
             Ending::PeerClosed(_) => info!("{} ({}): {ending}", self.id, self.peer),
             Ending::WeClosed(code, _) if *code == CloseCode::Away => {
@@ -756,5 +751,39 @@ impl Conn {
             Ending::WeClosed(..) => warn!("{} ({}): {ending}", self.id, self.peer),
             Ending::Dropped(_) => info!("{} ({}): {ending}", self.id, self.peer),
         }
+    }
+}
+
+/// A chat client's reader hands its messages to the hub in batches: those
+/// that arrived in one read of the socket (at most [`hub::BURST`]) go as
+/// one hub message. A flat-out sender then costs the hub one wake-up and
+/// each receiver's writer one queue entry per batch, not per message; and
+/// nothing waits, since the batch goes before the reader waits again.
+struct ToHub<'a> {
+    hub: &'a Sender<HubMsg>,
+    from: ClientId,
+    held: Vec<(Frame, Message)>,
+}
+
+impl Inbound for ToHub<'_> {
+    fn message(&mut self, message: Message) -> bool {
+        let Some(frame) = Frame::data(Role::Server, &message) else {
+            return true;
+        };
+        self.held.push((frame, message));
+        self.held.len() < hub::BURST || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.held.is_empty() {
+            return true;
+        }
+        let messages = std::mem::take(&mut self.held);
+        self.hub
+            .send(HubMsg::Batch {
+                from: self.from,
+                messages,
+            })
+            .is_ok()
     }
 }

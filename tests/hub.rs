@@ -4,11 +4,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
 use tungstenite::Message;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use wshub::{Config, Event};
 
 /// Waits until `n` clients have joined, using the server's own events.
@@ -280,4 +281,46 @@ fn host_broadcast_checks_its_arguments() {
         server.broadcast("ok", Message::Ping(Default::default())),
         Err(wshub::Error::NotData)
     ));
+}
+
+#[test]
+fn messages_written_in_one_system_call_arrive_separately_in_order() {
+    // The reader hands what came in one read to the hub as a batch: every
+    // message must still arrive as its own message, in order, and none may
+    // wait for a later read (the last one below comes alone).
+    let server = start(config());
+    let events = server.events();
+    let addr = server.local_addr();
+    let mut sender = raw_ws(addr, "/ws/batch");
+    let mut receiver = ws(addr, "/ws/batch");
+    joined(&events, 2);
+    // 200: more than one batch (64), fewer than the send queue holds (256),
+    // so that no scheduling makes the receiver a slow consumer.
+    let mut bytes = Vec::new();
+    for i in 0..200 {
+        let opcode = if i % 3 == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Text)
+        };
+        raw_frame(opcode, format!("m{i}").as_bytes(), true, true)
+            .format(&mut bytes)
+            .unwrap();
+    }
+    sender.get_mut().write_all(&bytes).unwrap();
+    for i in 0..200 {
+        let want = if i % 3 == 0 {
+            Message::binary(format!("m{i}").into_bytes())
+        } else {
+            Message::text(format!("m{i}"))
+        };
+        assert_eq!(next(&mut receiver), want, "message {i}");
+    }
+    let mut alone = Vec::new();
+    raw_frame(OpCode::Data(Data::Text), b"alone", true, true)
+        .format(&mut alone)
+        .unwrap();
+    sender.get_mut().write_all(&alone).unwrap();
+    assert_eq!(next(&mut receiver), Message::text("alone"));
+    close(&mut receiver);
 }

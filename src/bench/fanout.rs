@@ -6,6 +6,7 @@
 //! received by everyone; the receiver that completes a message wakes it.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -13,9 +14,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use humantime::Duration as HumanDuration;
+type Histogram = hdrhistogram::Histogram<u64>;
+/// A reader thread's receivers' counts and its latency histogram.
+type PollerResult = Result<(Vec<ReceiverStats>, Histogram), String>;
+use rustix::buffer::spare_capacity;
 use serde::Serialize;
 
-use super::raw::{self, Pacer, RawWriter, Seen};
+use super::raw::{self, Pacer, Polled, RawWriter, Seen};
 use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
 
 /// Flags of `wshub bench fanout`.
@@ -49,6 +54,14 @@ pub struct FanoutArgs {
     /// client has joined the room.
     #[arg(long, default_value = "500ms")]
     pub settle: HumanDuration,
+    /// Flat out: one system call per message, instead of one for all the
+    /// messages the window allows at that moment.
+    #[arg(long)]
+    pub write_per_message: bool,
+    /// Threads reading the clients' sockets (each one epoll set); default:
+    /// one per CPU.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    pub reader_threads: usize,
     /// After sending stops, how long to wait for stragglers.
     #[arg(long, default_value = "3s")]
     pub drain: HumanDuration,
@@ -58,6 +71,8 @@ const HEADER: usize = 28;
 
 struct Shared {
     base: Instant,
+    senders: usize,
+    write_per_message: bool,
     fanout: u32,
     window: u64,
     flat_out: bool,
@@ -129,6 +144,8 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     let fanout = (clients - 1 + usize::from(args.echo_sender)) as u32;
     let shared = Arc::new(Shared {
         base: Instant::now(),
+        senders,
+        write_per_message: args.write_per_message,
         fanout,
         window,
         flat_out: args.rate <= 0.0,
@@ -142,28 +159,40 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
         stopping: AtomicBool::new(false),
     });
 
-    // Connect everyone, each with a reader thread.
+    // Connect everyone. The receiving side is a few epoll threads, not a
+    // thread per client: a generator that woke one thread per delivery would
+    // spend more CPU than the server it measures (and on loopback the
+    // server's write pays for every wake-up of a sleeping reader).
     let mut pacer = Pacer::new(args.common.connect_rate);
     let mut writers = Vec::with_capacity(clients);
     let mut sockets = Vec::with_capacity(clients);
-    let mut readers: Vec<JoinHandle<ReceiverStats>> = Vec::with_capacity(clients);
+    let pollers = args.reader_threads.max(1).min(clients);
+    let mut groups: Vec<Vec<Receiver>> = (0..pollers).map(|_| Vec::new()).collect();
     for id in 0..clients {
         pacer.wait();
         let conn = raw::dial(&args.common.url).map_err(|e| format!("client {id}: {e}"))?;
         sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
         writers.push(conn.writer.clone());
-        let (shared, writer, mut reader) = (shared.clone(), conn.writer, conn.reader);
-        let skip_own = !args.echo_sender && id < senders;
-        let handle = thread::Builder::new()
-            .name(format!("recv-{id}"))
-            .stack_size(128 << 10)
-            .spawn(move || receive(id, skip_own, senders, &shared, &writer, &mut reader))
-            .map_err(|e| format!("cannot start a reader thread: {e}"))?;
-        readers.push(handle);
+        groups[id % pollers].push(Receiver {
+            reader: conn.reader,
+            writer: conn.writer,
+            state: ReceiverState::new(id, !args.echo_sender && id < senders, senders),
+        });
         if interactive() && id % 100 == 99 {
             eprint!("\rconnected {}/{clients}", id + 1);
         }
     }
+    let readers: Vec<JoinHandle<PollerResult>> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(k, group)| {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("recv-{k}"))
+                .spawn(move || poll_receivers(group, &shared))
+                .map_err(|e| format!("cannot start a reader thread: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
     if interactive() {
         eprintln!("\rconnected {clients}/{clients}");
     }
@@ -236,20 +265,26 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     };
     let mut disconnects = BTreeMap::new();
     for r in readers {
-        let Ok(st) = r.join() else { continue };
-        total.delivered += st.delivered;
-        total.lost += st.lost;
-        total.reordered += st.reordered;
-        total.foreign += st.foreign;
-        total.last = total.last.max(st.last);
-        if let (Some(t), Some(h)) = (total.hist.as_mut(), st.hist.as_ref()) {
-            let _ = t.add(h);
+        let (stats, h) = match r.join() {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a reader thread panicked".into()),
+        };
+        if let Some(t) = total.hist.as_mut() {
+            let _ = t.add(&h);
         }
-        if let Some(code) = st.close {
-            *disconnects.entry(code.to_string()).or_insert(0) += 1;
-        }
-        if let Some(e) = st.error {
-            *disconnects.entry(format!("error: {e}")).or_insert(0) += 1;
+        for st in stats {
+            total.delivered += st.delivered;
+            total.lost += st.lost;
+            total.reordered += st.reordered;
+            total.foreign += st.foreign;
+            total.last = total.last.max(st.last);
+            if let Some(code) = st.close {
+                *disconnects.entry(code.to_string()).or_insert(0) += 1;
+            }
+            if let Some(e) = st.error {
+                *disconnects.entry(format!("error: {e}")).or_insert(0) += 1;
+            }
         }
     }
     let hist = total.hist.take().unwrap_or_else(histogram);
@@ -327,92 +362,211 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn receive(
+/// One receiving client.
+struct Receiver {
+    reader: raw::RawReader,
+    writer: RawWriter,
+    state: ReceiverState,
+}
+
+/// What one receiver has seen.
+struct ReceiverState {
     id: usize,
     skip_own: bool,
-    senders: usize,
-    shared: &Shared,
-    writer: &RawWriter,
-    reader: &mut raw::RawReader,
-) -> ReceiverStats {
-    let mut st = ReceiverStats {
-        hist: Some(histogram()),
-        ..ReceiverStats::default()
-    };
-    let mut hist = histogram();
-    let mut next = vec![0u64; senders];
-    let mut unpublished = 0u64;
-    let mut last_ns = 0u64;
-    let mut clock = (u64::MAX, 0u64);
-    let result = reader.run(|seen| match seen {
-        Seen::Data(p, read) => {
-            if clock.0 != read {
-                clock = (read, shared.base.elapsed().as_nanos() as u64);
+    /// Per sender, the next sequence number expected.
+    next: Vec<u64>,
+    /// Deliveries not yet added to `Shared::delivered`.
+    unpublished: u64,
+    last_ns: u64,
+    /// The read number and the clock reading taken for it.
+    clock: (u64, u64),
+    stats: ReceiverStats,
+}
+
+impl ReceiverState {
+    fn new(id: usize, skip_own: bool, senders: usize) -> ReceiverState {
+        ReceiverState {
+            id,
+            skip_own,
+            next: vec![0; senders],
+            unpublished: 0,
+            last_ns: 0,
+            clock: (u64::MAX, 0),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Handles one frame; false to stop reading.
+    fn on_frame(
+        &mut self,
+        seen: Seen<'_>,
+        writer: &RawWriter,
+        shared: &Shared,
+        hist: &mut Histogram,
+    ) -> bool {
+        match seen {
+            Seen::Data(p, read) => {
+                // Frames of one read arrived together: one clock reading.
+                if self.clock.0 != read {
+                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
+                }
+                let now = self.clock.1;
+                self.on_data(p, now, shared, hist);
+                true
             }
-            let now = clock.1;
-            let parsed = (p.len() >= HEADER)
-                .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
-                .flatten();
-            let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
-                st.foreign += 1;
-                return true;
-            };
-            if skip_own && s == id {
-                st.foreign += 1;
-                return true;
+            Seen::Ping(p) => writer.pong(p).is_ok(),
+            Seen::Close(code) => {
+                if !shared.stopping.load(Ordering::Acquire) {
+                    self.stats.close = Some(code.unwrap_or(1005));
+                }
+                false
             }
-            let _ = hist.record(now.saturating_sub(sent_at).max(1));
-            let expected = next[s];
-            if seq >= expected {
-                st.lost += seq - expected;
-                next[s] = seq + 1;
-            } else {
-                st.reordered += 1;
-            }
-            st.delivered += 1;
-            last_ns = now;
-            unpublished += 1;
-            if unpublished == 64 {
-                shared.delivered[id].fetch_add(unpublished, Ordering::Relaxed);
-                unpublished = 0;
-            }
-            if shared.flat_out {
-                let slot = &shared.slots[s][(seq % shared.window) as usize];
-                if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
-                    slot.store(0, Ordering::Release);
-                    shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
-                    if shared.waiting[s].load(Ordering::Acquire) {
-                        if let Some(t) = shared.sender_threads.get() {
-                            t[s].unpark();
-                        }
+            Seen::Other => true,
+        }
+    }
+
+    fn on_data(&mut self, p: &[u8], now: u64, shared: &Shared, hist: &mut Histogram) {
+        let senders = self.next.len();
+        let parsed = (p.len() >= HEADER)
+            .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
+            .flatten();
+        let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
+            self.stats.foreign += 1;
+            return;
+        };
+        if self.skip_own && s == self.id {
+            self.stats.foreign += 1;
+            return;
+        }
+        let _ = hist.record(now.saturating_sub(sent_at).max(1));
+        let expected = self.next[s];
+        if seq >= expected {
+            self.stats.lost += seq - expected;
+            self.next[s] = seq + 1;
+        } else {
+            self.stats.reordered += 1;
+        }
+        self.stats.delivered += 1;
+        self.last_ns = now;
+        self.unpublished += 1;
+        if self.unpublished == 64 {
+            self.publish(shared);
+        }
+        if shared.flat_out {
+            let slot = &shared.slots[s][(seq % shared.window) as usize];
+            if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
+                slot.store(0, Ordering::Release);
+                shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
+                if shared.waiting[s].load(Ordering::Acquire) {
+                    if let Some(t) = shared.sender_threads.get() {
+                        t[s].unpark();
                     }
                 }
             }
-            true
         }
-        Seen::Ping(p) => writer.pong(p).is_ok(),
-        Seen::Close(code) => {
-            if !shared.stopping.load(Ordering::Acquire) {
-                st.close = Some(code.unwrap_or(1005));
+    }
+
+    fn publish(&mut self, shared: &Shared) {
+        shared.delivered[self.id].fetch_add(self.unpublished, Ordering::Relaxed);
+        self.unpublished = 0;
+    }
+
+    /// The receiver is done: its counts, with the time of its last delivery.
+    fn finish(mut self, shared: &Shared, result: io::Result<()>) -> ReceiverStats {
+        self.publish(shared);
+        if self.stats.delivered > 0 {
+            self.stats.last = Some(shared.base + Duration::from_nanos(self.last_ns));
+        }
+        if let Err(e) = result {
+            // Our own shutdown at the end shows up as a reset or EOF: not an error.
+            if self.stats.close.is_none() && !shared.stopping.load(Ordering::Acquire) {
+                self.stats.error = Some(e.kind().to_string());
             }
-            false
         }
-        Seen::Other => true,
-    });
-    if unpublished > 0 {
-        shared.delivered[id].fetch_add(unpublished, Ordering::Relaxed);
+        self.stats
     }
-    if st.delivered > 0 {
-        st.last = Some(shared.base + Duration::from_nanos(last_ns));
+}
+
+/// One reader thread: drives its receivers from one epoll set until every
+/// one of them has ended (or, after the run, a bounded wait has passed).
+fn poll_receivers(group: Vec<Receiver>, shared: &Shared) -> PollerResult {
+    use rustix::event::epoll;
+    let fail = |e: rustix::io::Errno| format!("epoll: {e}");
+    let set = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+    for (i, r) in group.iter().enumerate() {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+        epoll::add(
+            &set,
+            r.reader.as_fd(),
+            epoll::EventData::new_u64(i as u64),
+            flags,
+        )
+        .map_err(fail)?;
     }
-    if let Err(e) = result {
-        // Our own shutdown at the end shows up as a reset or EOF: not an error.
-        if st.close.is_none() && !shared.stopping.load(Ordering::Acquire) {
-            st.error = Some(e.kind().to_string());
+    let mut hist = histogram();
+    let mut live: Vec<Option<Receiver>> = group.into_iter().map(Some).collect();
+    let mut done: Vec<Option<ReceiverStats>> = (0..live.len()).map(|_| None).collect();
+    let open = live.len();
+    let mut ended = 0;
+    // Drive one receiver; it moves to `done` when it ends.
+    let mut drive = |i: usize, hist: &mut Histogram| -> bool {
+        let Some(r) = live[i].as_mut() else {
+            return false;
+        };
+        let Receiver {
+            reader,
+            writer,
+            state,
+        } = r;
+        let result = match reader.poll(|seen| state.on_frame(seen, writer, shared, hist)) {
+            Ok(Polled::Pending) => return false,
+            Ok(Polled::Ended) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Some(r) = live[i].take() {
+            done[i] = Some(r.state.finish(shared, result));
+        }
+        true
+    };
+    // Whatever came with the handshake, or before registration.
+    for i in 0..open {
+        if drive(i, &mut hist) {
+            ended += 1;
         }
     }
-    st.hist = Some(hist);
-    st
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    };
+    let mut events = Vec::with_capacity(256);
+    let mut stopped_at: Option<Instant> = None;
+    while ended < open {
+        events.clear();
+        match epoll::wait(&set, spare_capacity(&mut events), Some(&tick)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        for ev in &events {
+            let data = ev.data;
+            if drive(data.u64() as usize, &mut hist) {
+                ended += 1;
+            }
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            // Every socket has been shut down: each ends at once. Bounded
+            // all the same.
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+    }
+    let stats = done
+        .into_iter()
+        .zip(live)
+        .filter_map(|(d, l)| d.or_else(|| l.map(|r| r.state.finish(shared, Ok(())))))
+        .collect();
+    Ok((stats, hist))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -427,14 +581,14 @@ fn send(
     deadline: Instant,
 ) -> u64 {
     let mut payload = vec![b'.'; size];
-    let mut scratch = Vec::with_capacity(size + 16);
+    let mut out = Vec::with_capacity(size + 14);
     let mut seq = 0u64;
     loop {
         let now = Instant::now();
         if now >= deadline {
             break;
         }
-        if shared.flat_out {
+        let count = if shared.flat_out {
             // Wait until message seq - window has reached everyone.
             while seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
                 shared.waiting[s].store(true, Ordering::Release);
@@ -448,24 +602,49 @@ fn send(
                     return seq;
                 }
             }
+            let free = shared.window - (seq - shared.done[s].load(Ordering::Acquire));
+            if shared.write_per_message { 1 } else { free }
         } else {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate);
+            // Senders are spread evenly over one period, as independent
+            // users would be: aligned, all S messages would land together
+            // and the latency would measure a burst of S × N deliveries.
+            let phase = s as f64 / (rate * shared.senders as f64);
+            let due = start + Duration::from_secs_f64(phase + seq as f64 / rate);
             if due > now {
                 thread::sleep(due - now);
             }
-        }
-        let ts = shared.base.elapsed().as_nanos() as u64;
-        let head = format!("{ts:016x}{s:04x}{:08x}", seq & 0xffff_ffff);
-        payload[..HEADER].copy_from_slice(head.as_bytes());
-        let sent = if binary {
-            writer.binary(&payload, &mut scratch)
-        } else {
-            writer.text(&payload, &mut scratch)
+            1
         };
-        if sent.is_err() {
+        // Every message its own frame; all that the window allows in one
+        // system call, as a server batches its writes.
+        out.clear();
+        for _ in 0..count {
+            stamp(
+                &mut payload,
+                shared.base.elapsed().as_nanos() as u64,
+                s,
+                seq,
+            );
+            writer.append(binary, &payload, &mut out);
+            seq += 1;
+        }
+        if writer.write_all(&out).is_err() {
             break;
         }
-        seq += 1;
     }
     seq
+}
+
+/// Writes the send time, sender and sequence number as hex at the start of
+/// the payload: `{ns:016x}{sender:04x}{seq:08x}`.
+fn stamp(payload: &mut [u8], ns: u64, sender: usize, seq: u64) {
+    fn put(out: &mut [u8], mut v: u64) {
+        for b in out.iter_mut().rev() {
+            *b = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
+    put(&mut payload[0..16], ns);
+    put(&mut payload[16..20], sender as u64 & 0xffff);
+    put(&mut payload[20..28], seq & 0xffff_ffff);
 }
