@@ -25,13 +25,20 @@
 //!   shares between all receivers of a room (frames from this client itself
 //!   are skipped). A busy writer yields after a large batch so that the next
 //!   system call carries more frames.
+//! * The writer **waits on its queue alone** (plus the ping deadline): close
+//!   requests and the reader's end are [`Signals`] it checks before every
+//!   wait, nudged by an empty `Out::Wake` entry. At light load every
+//!   delivery is one wake-up of a writer, so the wait is kept cheap.
+//! * The reader hands messages on through an [`Inbound`]; a chat client's
+//!   reader gives the hub everything that arrived in one read as one batch,
+//!   flushed before it waits on the socket again.
 //! * **Close** is tracked by `Wire`: whoever sends our Close (the reader
 //!   answering the peer or failing the connection, the writer on eviction or
 //!   shutdown) marks it, and nothing is written after it; the peer's Close is
 //!   answered, and a failed connection closed, *behind* what is already
 //!   queued, and the writer half-closes right after our Close. The reader exits on
 //!   the peer's Close, an error, or EOF; the writer exits when the reader is
-//!   gone (a dropped channel), after its own Close has been answered or
+//!   gone (its signal), after its own Close has been answered or
 //!   `close_timeout` passed, or on a failed write — and then shuts the socket
 //!   down so that a reader blocked in `read` wakes up.
 //!
