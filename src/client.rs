@@ -26,10 +26,10 @@
 //!   are skipped). A busy writer yields after a large batch so that the next
 //!   system call carries more frames.
 //! * The writer **waits on its queue alone** (plus the ping deadline): close
-//!   requests and the reader's end are [`Signals`] it checks before every
+//!   requests and the reader's end are `Signals` it checks before every
 //!   wait, nudged by an empty `Out::Wake` entry. At light load every
 //!   delivery is one wake-up of a writer, so the wait is kept cheap.
-//! * The reader hands messages on through an [`Inbound`]; a chat client's
+//! * The reader hands messages on through an `Inbound`; a chat client's
 //!   reader gives the hub everything that arrived in one read as one batch,
 //!   flushed before it waits on the socket again.
 //! * **Close** is tracked by `Wire`: whoever sends our Close (the reader
