@@ -27,7 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::assets::Assets;
-use crate::client::{self, Ending, Inbound, Load, Signals, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Inbound, Load, Out, Signals, Timing, WriterInputs, close_frame};
 use crate::handshake::{self, Policy};
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::{self, ClientId, Event, HubMsg, Limits, Member};
@@ -656,8 +656,13 @@ impl Conn {
             debug!("{} ({}): {e}", self.id, self.peer);
             return;
         }
-        let mut ctx =
-            WebSocketContext::from_partially_read(rest, Role::Server, Some(self.shared.ws_config));
+        // Boxed: moved into the reader's thread, it would otherwise be
+        // copied through the thread start-up's frames (see below).
+        let mut ctx = Box::new(WebSocketContext::from_partially_read(
+            rest,
+            Role::Server,
+            Some(self.shared.ws_config),
+        ));
         let timing = Timing {
             ping_interval: cfg.ping_interval,
             close_timeout: cfg.close_timeout,
@@ -716,14 +721,47 @@ impl Conn {
             return;
         }
         info!("{} ({}) {what}", self.id, self.peer);
+        // The reader gets a fresh thread and this one ends. The HTTP and
+        // handshake code above runs deeper than the read loop does, and a
+        // stack page once touched stays resident for the thread's life: on
+        // this thread an idle client's reader would hold three pages where
+        // a fresh one holds two (4 KiB more per client; glibc returns a
+        // finished thread's stack pages).
+        let (shared, wire, hub) = (
+            self.shared.clone(),
+            self.wire.clone(),
+            self.shared.hub.clone(),
+        );
+        let (reader_queue, reader_signals) = (queue_tx.clone(), signals.clone());
+        let reader = shared.spawn(format!("wshub-read-{}", id.0), move || {
+            self.read(&mut ctx, room, &reader_queue, &reader_signals, timing);
+        });
+        if let Err(e) = reader {
+            error!("{id} ({peer}): cannot start its reader: {e}");
+            let _ = wire.send_close(Some(&close_frame(CloseCode::Again, "server overloaded")));
+            let _ = hub.send(HubMsg::Unregister(id));
+            signals.reader_done(&queue_tx);
+        }
+    }
+
+    /// The reader loop of an upgraded connection, then its goodbye to the
+    /// hub and the writer.
+    fn read(
+        self,
+        ctx: &mut WebSocketContext,
+        room: Option<Arc<str>>,
+        queue_tx: &Sender<Out>,
+        signals: &Signals,
+        timing: Timing,
+    ) {
         let ending = match room {
             Some(_) => {
                 let mut to_hub = ToHub {
                     hub: &self.shared.hub,
-                    from: id,
+                    from: self.id,
                     held: Vec::new(),
                 };
-                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, &mut to_hub)
+                client::read_loop(&self.wire, ctx, queue_tx, timing, &mut to_hub)
             }
             None => {
                 let mut echo = |message| {
@@ -738,11 +776,11 @@ impl Conn {
                     // the echo is dropped.)
                     self.wire.send([&frame]).is_ok()
                 };
-                client::read_loop(&self.wire, &mut ctx, &queue_tx, timing, &mut echo)
+                client::read_loop(&self.wire, ctx, queue_tx, timing, &mut echo)
             }
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-        signals.reader_done(&queue_tx);
+        signals.reader_done(queue_tx);
         match &ending {
             Ending::PeerClosed(_) => info!("{} ({}): {ending}", self.id, self.peer),
             Ending::WeClosed(code, _) if *code == CloseCode::Away => {
