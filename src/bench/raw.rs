@@ -172,8 +172,8 @@ impl RawReader {
     }
 
     /// Handles every complete frame buffered, then moves a partial frame to
-    /// the front (growing the buffer if it cannot hold it). False once
-    /// `each` declined or a Close came.
+    /// the front (growing the buffer if it cannot hold it). False when
+    /// `each` declined or a Close came (and, after a Close, on every call).
     fn parse_buffered(&mut self, each: &mut impl FnMut(Seen<'_>) -> bool) -> io::Result<bool> {
         if self.ended {
             return Ok(false);
@@ -213,8 +213,9 @@ impl RawReader {
             };
             let closed = matches!(seen, Seen::Close(_));
             self.start += head + len;
+            // A Close ends the stream; a `false` only ends this call.
+            self.ended = closed;
             if !each(seen) || closed {
-                self.ended = true;
                 return Ok(false);
             }
         }
