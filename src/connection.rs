@@ -249,9 +249,9 @@ impl Connection {
             .spawn(move || {
                 let _finished = finished_tx;
                 let inbox: Sender<Message> = inbox_tx;
-                let mut to_inbox = |m| inbox.send(m).is_ok();
-                let end =
-                    client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, &mut to_inbox);
+                let end = client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, |m| {
+                    inbox.send(m).is_ok()
+                });
                 let close = match &end {
                     Ending::PeerClosed(frame) => frame.clone(),
                     Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),

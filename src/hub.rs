@@ -92,11 +92,6 @@ pub(crate) enum HubMsg {
         frame: Frame,
         message: Message,
     },
-    /// Messages a client's reader got in one read, in order.
-    Batch {
-        from: ClientId,
-        messages: Vec<(Frame, Message)>,
-    },
     Subscribe(Sender<Event>),
     Shutdown,
 }
@@ -120,7 +115,7 @@ struct Hub {
 }
 
 /// Most broadcasts gathered into one fan-out.
-pub(crate) const BURST: usize = 64;
+const BURST: usize = 64;
 
 /// A broadcast whose room is known, waiting for its fan-out.
 struct Pending {
@@ -162,21 +157,6 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                     }
                     // Otherwise the sender left (or was evicted) before its message got here.
                 }
-                HubMsg::Batch { from, messages } => {
-                    // Unknown sender: it left (or was evicted) before its
-                    // messages got here.
-                    if let Some(room) = hub.where_is.get(&from).cloned() {
-                        if burst.len() + messages.len() > BURST {
-                            hub.deliver(&mut burst, limits);
-                        }
-                        burst.extend(messages.into_iter().map(|(frame, message)| Pending {
-                            from: Some(from),
-                            room: room.clone(),
-                            frame,
-                            message,
-                        }));
-                    }
-                }
                 other => {
                     hub.deliver(&mut burst, limits);
                     match other {
@@ -187,7 +167,7 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                             hub.shutdown();
                             return;
                         }
-                        HubMsg::Broadcast { .. } | HubMsg::Batch { .. } => {}
+                        HubMsg::Broadcast { .. } => {}
                     }
                 }
             }

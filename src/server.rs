@@ -27,7 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::assets::Assets;
-use crate::client::{self, Ending, Inbound, Load, Out, Signals, Timing, WriterInputs, close_frame};
+use crate::client::{self, Ending, Load, Out, Signals, Timing, WriterInputs, close_frame};
 use crate::handshake::{self, Policy};
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::{self, ClientId, Event, HubMsg, Limits, Member};
@@ -754,30 +754,34 @@ impl Conn {
         signals: &Signals,
         timing: Timing,
     ) {
+        let id = self.id;
         let ending = match room {
             Some(_) => {
-                let mut to_hub = ToHub {
-                    hub: &self.shared.hub,
-                    from: self.id,
-                    held: Vec::new(),
-                };
-                client::read_loop(&self.wire, ctx, queue_tx, timing, &mut to_hub)
-            }
-            None => {
-                let mut echo = |message| {
+                let hub = &self.shared.hub;
+                client::read_loop(&self.wire, ctx, queue_tx, timing, |message| {
                     let Some(frame) = Frame::data(Role::Server, &message) else {
                         return true;
                     };
-                    // The echo goes out from this thread, as in gorilla's
-                    // echo example: one thread hop less per round trip, and
-                    // the order of echoes is the order of reads. A client
-                    // that does not read its echoes stops being read from
-                    // until the write timeout drops it. (After our Close
-                    // the echo is dropped.)
-                    self.wire.send([&frame]).is_ok()
-                };
-                client::read_loop(&self.wire, ctx, queue_tx, timing, &mut echo)
+                    hub.send(HubMsg::Broadcast {
+                        from: Some(id),
+                        room: None,
+                        frame,
+                        message,
+                    })
+                    .is_ok()
+                })
             }
+            None => client::read_loop(&self.wire, ctx, queue_tx, timing, |message| {
+                let Some(frame) = Frame::data(Role::Server, &message) else {
+                    return true;
+                };
+                // The echo goes out from this thread, as in gorilla's echo
+                // example: one thread hop less per round trip, and the order
+                // of echoes is the order of reads. A client that does not
+                // read its echoes stops being read from until the write
+                // timeout drops it. (After our Close the echo is dropped.)
+                self.wire.send([&frame]).is_ok()
+            }),
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
         signals.reader_done(queue_tx);
@@ -789,39 +793,5 @@ impl Conn {
             Ending::WeClosed(..) => warn!("{} ({}): {ending}", self.id, self.peer),
             Ending::Dropped(_) => info!("{} ({}): {ending}", self.id, self.peer),
         }
-    }
-}
-
-/// A chat client's reader hands its messages to the hub in batches: those
-/// that arrived in one read of the socket (at most [`hub::BURST`]) go as
-/// one hub message. A flat-out sender then costs the hub one wake-up and
-/// each receiver's writer one queue entry per batch, not per message; and
-/// nothing waits, since the batch goes before the reader waits again.
-struct ToHub<'a> {
-    hub: &'a Sender<HubMsg>,
-    from: ClientId,
-    held: Vec<(Frame, Message)>,
-}
-
-impl Inbound for ToHub<'_> {
-    fn message(&mut self, message: Message) -> bool {
-        let Some(frame) = Frame::data(Role::Server, &message) else {
-            return true;
-        };
-        self.held.push((frame, message));
-        self.held.len() < hub::BURST || self.flush()
-    }
-
-    fn flush(&mut self) -> bool {
-        if self.held.is_empty() {
-            return true;
-        }
-        let messages = std::mem::take(&mut self.held);
-        self.hub
-            .send(HubMsg::Batch {
-                from: self.from,
-                messages,
-            })
-            .is_ok()
     }
 }

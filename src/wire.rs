@@ -23,8 +23,6 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role};
 
-use crate::client::Inbound;
-
 /// Frames written per system call at most (two slices each, under IOV_MAX).
 pub(crate) const MAX_BATCH: usize = 64;
 
@@ -316,41 +314,17 @@ fn timed_out() -> io::Error {
 
 /// The `Read + Write` view tungstenite's reader gets: reads block on the
 /// socket with no lock held; writes (pongs) go through the [`Wire`] lock.
-/// Before each read of the socket — when everything already received has
-/// been parsed — the reader's [`Inbound`] is flushed, so that messages that
-/// arrived together travel on together.
-pub(crate) struct ReaderIo<'a> {
-    wire: &'a Wire,
-    inbound: &'a mut dyn Inbound,
-    /// The inbound's destination is gone.
-    pub gone: bool,
-}
-
-impl<'a> ReaderIo<'a> {
-    pub(crate) fn new(wire: &'a Wire, inbound: &'a mut dyn Inbound) -> ReaderIo<'a> {
-        ReaderIo {
-            wire,
-            inbound,
-            gone: false,
-        }
-    }
-}
+pub(crate) struct ReaderIo<'a>(pub &'a Wire);
 
 impl io::Read for ReaderIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.inbound.flush() {
-            self.gone = true;
-            // Ends this `ctx.read` without touching the socket; the reader
-            // checks `gone` first.
-            return Err(io::Error::other("destination gone"));
-        }
-        (&self.wire.stream).read(buf)
+        (&self.0.stream).read(buf)
     }
 }
 
 impl Write for ReaderIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wire.send_raw(buf)?;
+        self.0.send_raw(buf)?;
         Ok(buf.len())
     }
 

@@ -285,8 +285,8 @@ fn host_broadcast_checks_its_arguments() {
 
 #[test]
 fn messages_written_in_one_system_call_arrive_separately_in_order() {
-    // The reader hands what came in one read to the hub as a batch: every
-    // message must still arrive as its own message, in order, and none may
+    // Frames that arrive in one read (as from a load generator or a busy
+    // client) must each arrive as their own message, in order, and none may
     // wait for a later read (the last one below comes alone).
     let server = start(config());
     let events = server.events();
@@ -294,8 +294,8 @@ fn messages_written_in_one_system_call_arrive_separately_in_order() {
     let mut sender = raw_ws(addr, "/ws/batch");
     let mut receiver = ws(addr, "/ws/batch");
     joined(&events, 2);
-    // 200: more than one batch (64), fewer than the send queue holds (256),
-    // so that no scheduling makes the receiver a slow consumer.
+    // 200: more than one hub burst (64), fewer than the send queue holds
+    // (256), so that no scheduling makes the receiver a slow consumer.
     let mut bytes = Vec::new();
     for i in 0..200 {
         let opcode = if i % 3 == 0 {

@@ -3,7 +3,15 @@
 //! (as hex text, so text-only servers relay it too); every receiver checks
 //! per-sender order, counts losses and reorders, and records one-way
 //! latency. Flat out, a sender keeps at most `--window` messages not yet
-//! received by everyone; the receiver that completes a message wakes it.
+//! received by everyone; the receiver that completes a message wakes it,
+//! and it then writes every message the window allows with one system call
+//! (each its own frame; `--write-per-message` writes them one by one). At a
+//! fixed rate the senders' schedules are spread evenly over one period.
+//!
+//! The receiving side is one epoll set per reader thread (one per CPU), not
+//! a thread per client: with two cores shared with the server, a generator
+//! that woke a thread for every delivery would cost more than the server it
+//! measures.
 
 use std::collections::BTreeMap;
 use std::io;

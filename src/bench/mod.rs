@@ -8,8 +8,9 @@
 //! Every run is bounded in time, prints a human summary and one JSON line,
 //! and, given `--pid`, reads the server's CPU time and memory from /proc.
 //!
-//! The generator's own client code is in `raw`: it parses frames in place
-//! so that it is not the bottleneck it measures.
+//! The generator's own client code is in `raw`: it parses frames in place,
+//! reads many sockets per thread through epoll and writes a sender's frames
+//! in batches, so that it is not the bottleneck it measures.
 
 mod fanout;
 mod raw;
