@@ -248,6 +248,7 @@ impl Connection {
             .name("wshub-client-read".into())
             .spawn(move || {
                 let _finished = finished_tx;
+                let _exit = reader_signals.on_reader_exit(reader_queue.clone());
                 let inbox: Sender<Message> = inbox_tx;
                 let end = client::read_loop(&reader_wire, &mut ctx, &reader_queue, timing, |m| {
                     inbox.send(m).is_ok()
@@ -261,7 +262,6 @@ impl Connection {
                     *slot = Some(end);
                 }
                 let _ = inbox.send(Message::Close(close));
-                reader_signals.reader_done(&reader_queue);
             });
         let reader = match reader {
             Ok(reader) => reader,

@@ -734,7 +734,9 @@ impl Conn {
         );
         let (reader_queue, reader_signals) = (queue_tx.clone(), signals.clone());
         let reader = shared.spawn(format!("wshub-read-{}", id.0), move || {
-            self.read(&mut ctx, room, &reader_queue, &reader_signals, timing);
+            // Dropped after `read` has unregistered from the hub.
+            let _exit = reader_signals.on_reader_exit(reader_queue.clone());
+            self.read(&mut ctx, room, &reader_queue, timing);
         });
         if let Err(e) = reader {
             error!("{id} ({peer}): cannot start its reader: {e}");
@@ -744,14 +746,12 @@ impl Conn {
         }
     }
 
-    /// The reader loop of an upgraded connection, then its goodbye to the
-    /// hub and the writer.
+    /// The reader loop of an upgraded connection, then its goodbye to the hub.
     fn read(
         self,
         ctx: &mut WebSocketContext,
         room: Option<Arc<str>>,
         queue_tx: &Sender<Out>,
-        signals: &Signals,
         timing: Timing,
     ) {
         let id = self.id;
@@ -784,7 +784,6 @@ impl Conn {
             }),
         };
         let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-        signals.reader_done(queue_tx);
         match &ending {
             Ending::PeerClosed(_) => info!("{} ({}): {ending}", self.id, self.peer),
             Ending::WeClosed(code, _) if *code == CloseCode::Away => {
