@@ -16,17 +16,17 @@ CASES="${AUTOBAHN_CASES:-*}"
 export LD_LIBRARY_PATH="$ENV/root/usr/lib/x86_64-linux-gnu:$ENV/root/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # A free port, then the server on it (16 MiB cases need a larger limit).
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=scripts/server_lib.sh
+. scripts/server_lib.sh
+PORT=$(free_port)
 EXTRA=()
 [ "$PATH_UNDER_TEST" = "/echo" ] || EXTRA=(--echo-sender)
-./target/release/wshub serve --addr "127.0.0.1:$PORT" --max-message-bytes 64MiB --send-queue-bytes 256MiB \
-  --log-level warn "${EXTRA[@]}" 2> "$OUT/server.log" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.1)" 2>/dev/null && break
-  sleep 0.1
-done
+: > "$OUT/server.log"
+SERVER_PID=
+trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+start_server ./target/release/wshub "$PORT" "$OUT/server.log" --max-message-bytes 64MiB \
+  --send-queue-bytes 256MiB --log-level warn "${EXTRA[@]}" ||
+  { echo "autobahn: wshub did not start; see $OUT/server.log" >&2; exit 1; }
 
 rm -rf "$OUT/report"
 cat > "$OUT/fuzzingclient.json" <<JSON
@@ -40,8 +40,8 @@ cat > "$OUT/fuzzingclient.json" <<JSON
 JSON
 (cd "$OUT" && "$ENV/venv/bin/wstest" -m fuzzingclient -s "$OUT/fuzzingclient.json" > "$OUT/wstest.log" 2>&1) || true
 
-kill -TERM $SERVER
-wait $SERVER || { echo "autobahn: wshub exited with an error; see $OUT/server.log" >&2; exit 1; }
+kill -TERM $SERVER_PID
+wait $SERVER_PID || { echo "autobahn: wshub exited with an error; see $OUT/server.log" >&2; exit 1; }
 trap - EXIT
 
 # wstest exits 0 even when it cannot connect: count the results.

@@ -19,19 +19,16 @@ if [ "$(cat /proc/sys/vm/max_map_count)" -lt 262144 ] && [ "$(id -u)" = 0 ]; the
 fi
 ulimit -n "$(ulimit -Hn)" || true
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/server_lib.sh
+. scripts/server_lib.sh
 
 # run LABEL SERVER_FLAGS -- BENCH_ARGS...: a fresh server per run.
 run() {
   local label=$1 flags=$2; shift 3
-  local p; p=$(port)
+  local p; p=$(free_port)
   # shellcheck disable=SC2086
-  $BIN serve --addr "127.0.0.1:$p" --log-level error $flags 2>>"$OUT/server.log" &
-  local pid=$!
-  for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $p), 0.1)" 2>/dev/null && break
-    sleep 0.05
-  done
+  start_server "$BIN" "$p" "$OUT/server.log" --log-level error $flags
+  local pid=$SERVER_PID
   local args=("$@")
   args=("${args[@]//PORT/$p}")
   echo "== $label: wshub bench ${args[*]}" >&2

@@ -14,18 +14,15 @@ RUNS="${RUNS:-3}"
 OUT=target/bench/ab-$what.jsonl
 mkdir -p target/bench
 : > "$OUT"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/server_lib.sh
+. scripts/server_lib.sh
 
 # run LABEL SERVER_BIN GENERATOR_BIN BENCH_ARGS... (PORT is replaced)
 run() {
   local label=$1 server=$2 generator=$3; shift 3
-  local p; p=$(port)
-  "$server" serve --addr "127.0.0.1:$p" --log-level error 2>/dev/null &
-  local pid=$!
-  for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $p), 0.1)" 2>/dev/null && break
-    sleep 0.05
-  done
+  local p; p=$(free_port)
+  start_server "$server" "$p" /dev/null --log-level error
+  local pid=$SERVER_PID
   local args=("$@")
   args=("${args[@]//PORT/$p}")
   # The generator's own CPU time goes into the JSON line too (/usr/bin/time, if installed).
