@@ -118,12 +118,6 @@ impl Frame {
         self.head_len as usize + self.body.len()
     }
 
-    /// Appends the frame's bytes to `out`.
-    pub(crate) fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.head[..self.head_len as usize]);
-        out.extend_from_slice(&self.body);
-    }
-
     fn slices(&self) -> [IoSlice<'_>; 2] {
         [
             IoSlice::new(&self.head[..self.head_len as usize]),

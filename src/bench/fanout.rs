@@ -27,6 +27,7 @@ type Histogram = hdrhistogram::Histogram<u64>;
 type PollerResult = Result<(Vec<ReceiverStats>, Histogram), String>;
 use rustix::buffer::spare_capacity;
 use serde::Serialize;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::raw::{self, Pacer, Polled, RawWriter, Seen};
 use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
@@ -588,6 +589,7 @@ fn send(
     start: Instant,
     deadline: Instant,
 ) -> u64 {
+    let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
     let mut payload = vec![b'.'; size];
     let mut out = Vec::with_capacity(size + 14);
     let mut seq = 0u64;
@@ -633,7 +635,7 @@ fn send(
                 s,
                 seq,
             );
-            writer.append(binary, &payload, &mut out);
+            RawWriter::append(opcode, &payload, &mut out);
             seq += 1;
         }
         if writer.write_all(&out).is_err() {

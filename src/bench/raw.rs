@@ -11,13 +11,10 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tungstenite::Bytes;
-use tungstenite::protocol::Role;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use crate::connection::{ClientOptions, Opened, open};
-use crate::wire::Frame;
 
 /// One dialled connection.
 pub(crate) struct RawConn {
@@ -240,7 +237,8 @@ pub(crate) struct RawWriter {
 }
 
 impl RawWriter {
-    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes bytes of whole frames.
+    pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
         let mut s = self
             .stream
             .lock()
@@ -248,10 +246,9 @@ impl RawWriter {
         s.write_all(bytes)
     }
 
-    /// Appends a masked text or binary frame to `out`, to be written later
-    /// with others by [`write_all`](Self::write_all).
-    pub(crate) fn append(&self, binary: bool, payload: &[u8], out: &mut Vec<u8>) {
-        let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
+    /// Appends a masked frame to `out`, to be written later, alone or with
+    /// others, by [`write_all`](Self::write_all).
+    pub(crate) fn append(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
         let mask: [u8; 4] = rand::random();
         let header = FrameHeader {
             opcode,
@@ -268,11 +265,6 @@ impl RawWriter {
         }
     }
 
-    /// Writes bytes of whole frames.
-    pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        self.write(bytes)
-    }
-
     /// Sends a text message.
     pub(crate) fn text(&self, payload: &[u8], scratch: &mut Vec<u8>) -> io::Result<()> {
         self.frame(OpCode::Data(Data::Text), payload, scratch)
@@ -280,24 +272,22 @@ impl RawWriter {
 
     /// Answers a ping.
     pub(crate) fn pong(&self, payload: &[u8]) -> io::Result<()> {
-        let mut scratch = Vec::new();
-        self.frame(OpCode::Control(Control::Pong), payload, &mut scratch)
+        self.frame(OpCode::Control(Control::Pong), payload, &mut Vec::new())
     }
 
     /// Sends Close 1000.
     pub(crate) fn close(&self) -> io::Result<()> {
-        let mut scratch = Vec::new();
         self.frame(
             OpCode::Control(Control::Close),
             &1000u16.to_be_bytes(),
-            &mut scratch,
+            &mut Vec::new(),
         )
     }
 
     fn frame(&self, opcode: OpCode, payload: &[u8], scratch: &mut Vec<u8>) -> io::Result<()> {
         scratch.clear();
-        Frame::encode(Role::Client, opcode, Bytes::copy_from_slice(payload)).append_to(scratch);
-        self.write(scratch)
+        RawWriter::append(opcode, payload, scratch);
+        self.write_all(scratch)
     }
 }
 
