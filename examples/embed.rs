@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wshub::{ClientOptions, CloseCode, Config, Connection, Event, Message, Server};
+use wshub::{CloseCode, Config, ConnectOptions, Connection, Event, Message, Server};
 
 fn main() -> Result<(), wshub::Error> {
     let server = Server::start(Config {
@@ -34,14 +34,16 @@ fn main() -> Result<(), wshub::Error> {
                     said += 1;
                 }
                 Event::Left { client, room } => println!("event: {client} left {room:?}"),
+                // Events may grow: a host program ignores what it does not know.
+                _ => {}
             }
         }
         said
     });
 
     let url = format!("ws://{addr}/ws/demo");
-    let alice = Arc::new(Connection::connect(&url, &ClientOptions::default())?);
-    let bob = Connection::connect(&url, &ClientOptions::default())?;
+    let alice = Arc::new(Connection::connect(&url, &ConnectOptions::default())?);
+    let bob = Connection::connect(&url, &ConnectOptions::default())?;
 
     // Connections are thread-safe: Alice sends from another thread.
     let sender = {

@@ -4,14 +4,15 @@
 //!
 //! The accept key and header validation are tungstenite's
 //! (`handshake::server::create_response`); this module adds the policy.
-//! It never touches a socket except to write the finished response.
+//! It never touches a socket except to write the finished response, in
+//! one write.
 
 use std::io::Write;
 
 use tungstenite::handshake::server::create_response;
 use tungstenite::http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 
-use crate::http::{Rejection, header_tokens};
+use crate::http::{Rejection, has_token, header_tokens};
 
 /// The upgrade policy, taken from [`Config`](crate::Config).
 #[derive(Debug, Clone, Default)]
@@ -23,10 +24,7 @@ pub(crate) struct Policy {
 /// Checks an upgrade request and builds the 101 response, or says which
 /// status to answer with instead.
 pub(crate) fn accept(request: &Request<()>, policy: &Policy) -> Result<Response<()>, Rejection> {
-    let upgrade = header_tokens(request, "upgrade")
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
+    if !is_upgrade(request) {
         return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "this path needs a WebSocket upgrade",
@@ -100,9 +98,24 @@ fn choose_subprotocol<'a>(request: &Request<()>, ours: &'a [String]) -> Option<&
         .find(|p| offered.contains(p))
 }
 
-/// Writes the 101 response.
-pub(crate) fn write_response(out: impl Write, response: &Response<()>) -> tungstenite::Result<()> {
-    tungstenite::handshake::server::write_response(out, response)
+/// True when the request asks for a WebSocket upgrade.
+pub(crate) fn is_upgrade(request: &Request<()>) -> bool {
+    has_token(request.headers(), "upgrade", "websocket")
+}
+
+/// Writes the 101 response with one system call: written straight to the
+/// socket, tungstenite's formatter makes one write per header line (19
+/// segments with `TCP_NODELAY`, and a client's first read may see a piece
+/// of the status line).
+pub(crate) fn write_response(
+    mut out: impl Write,
+    response: &Response<()>,
+) -> tungstenite::Result<()> {
+    let mut head = Vec::with_capacity(256);
+    tungstenite::handshake::server::write_response(&mut head, response)?;
+    out.write_all(&head)?;
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

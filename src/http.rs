@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::http::{self, HeaderName, HeaderValue, Method, Request, StatusCode};
 
+use crate::error::is_timeout;
+
 /// Most headers a request may carry; more is answered with 431.
 pub const MAX_HEADERS: usize = 64;
 
@@ -250,12 +252,7 @@ pub(crate) fn read_head(
             }
             Ok(n) => fresh = buf[len..len + n].contains(&b'\n'),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if is_timeout(&e) => {
                 return Err(HeadError::Timeout {
                     partial: !buf.is_empty(),
                 });
@@ -346,6 +343,14 @@ pub(crate) fn keep_alive(request: &Request<()>) -> bool {
 /// The comma-separated tokens of every `name` header, trimmed.
 pub(crate) fn header_tokens<'a>(request: &'a Request<()>, name: &str) -> Vec<&'a str> {
     header_tokens_of(request.headers(), name)
+}
+
+/// True when a `name` header of `headers` lists `token` (ASCII case
+/// ignored): `has_token(h, "upgrade", "websocket")`.
+pub(crate) fn has_token(headers: &http::HeaderMap, name: &str, token: &str) -> bool {
+    header_tokens_of(headers, name)
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// The comma-separated tokens of every `name` header in `headers`, trimmed.

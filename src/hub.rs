@@ -7,15 +7,16 @@
 //! three selected channels keeps each client's join, messages and leave in
 //! the order they happened (gorilla gets that from unbuffered channels).
 //!
-//! The hub never blocks on a client: delivery is `try_send` into each
-//! member's bounded queue. A member whose queue is full (in messages or
-//! bytes) is evicted — removed from its room and asked, through its control
-//! channel, to close with 1008 — and everyone else carries on. A frame is
+//! The hub never blocks on a client: delivery is an offer to each member's
+//! [`Outbox`](crate::outbox), which queues it or refuses it without
+//! waiting. A member whose outbox is full (in messages or bytes) is evicted
+//! — removed from its room and asked, through the outbox's close signal, to
+//! close with 1008 — and everyone else carries on. A frame is
 //! encoded once, by the sender's reader; each delivery clones a reference to
 //! it. Event subscribers are fed with `try_send` too: a full subscriber loses
 //! events (counted in the log), never stalls the hub.
 //!
-//! May touch: member queues and control channels, subscriber channels.
+//! May touch: member outboxes, subscriber channels.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +28,8 @@ use log::{info, warn};
 use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::client::{Load, Out, Signals, close_frame};
+use crate::outbox::{Out, Outbox, Refused};
+use crate::session::close_frame;
 use crate::wire::Frame;
 
 /// Identifies one connection for the lifetime of a server.
@@ -42,6 +44,7 @@ impl fmt::Display for ClientId {
 
 /// What happened in the hub, as told to [`Server::events`](crate::Server::events).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     /// A client joined a room (`""` is the lobby at `/ws`).
     Joined {
@@ -76,9 +79,7 @@ pub(crate) struct Member {
     /// `None` for echo clients: known to the hub only so shutdown reaches them.
     pub room: Option<Arc<str>>,
     pub peer: SocketAddr,
-    pub queue: Sender<Out>,
-    pub signals: Arc<Signals>,
-    pub load: Arc<Load>,
+    pub outbox: Outbox,
 }
 
 /// What the hub is told.
@@ -96,12 +97,14 @@ pub(crate) enum HubMsg {
     Shutdown,
 }
 
-/// Per-client queue limits.
+/// How the hub delivers (per-member queue bounds live in each outbox).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// Also deliver a member's messages to itself.
+    pub echo_sender: bool,
+    /// For the eviction log line: the outboxes' bound.
     pub messages: usize,
     pub bytes: usize,
-    pub echo_sender: bool,
 }
 
 #[derive(Default)]
@@ -261,33 +264,21 @@ impl Hub {
                 if count == 0 {
                     continue;
                 }
-                let (queued, queued_bytes) = m.load.add(count, bytes);
-                let outcome =
-                    if queued + count > limits.messages || queued_bytes + bytes > limits.bytes {
-                        Err(TrySendError::Full(()))
-                    } else {
-                        m.queue
-                            .try_send(Out::Burst {
-                                frames: frames.clone(),
-                                skip,
-                            })
-                            .map_err(|e| match e {
-                                TrySendError::Full(_) => TrySendError::Full(()),
-                                TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
-                            })
-                    };
-                if let Err(e) = outcome {
-                    m.load.sub(count, bytes);
-                    if let TrySendError::Full(()) = e {
+                let entry = Out::Burst {
+                    frames: frames.clone(),
+                    skip,
+                };
+                if let Err(refused) = m.outbox.offer(entry, count, bytes) {
+                    if refused == Refused::Full {
                         warn!(
                             "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
                             m.id, limits.messages, limits.bytes
                         );
-                        m.signals
-                            .close(close_frame(CloseCode::Policy, "send queue full"), &m.queue);
+                        m.outbox
+                            .close_now(close_frame(CloseCode::Policy, "send queue full"));
                     }
-                    // A disconnected queue means the writer is gone; its
-                    // reader unregisters soon. No more deliveries either way.
+                    // A gone writer means its reader unregisters soon. No
+                    // more deliveries either way.
                     evicted.push((m.id, room.clone()));
                 }
             }
@@ -312,7 +303,7 @@ impl Hub {
         let all = self.rooms.values().flatten().chain(self.echo.values());
         let mut n = 0;
         for m in all {
-            m.signals.close(close.clone(), &m.queue);
+            m.outbox.close_now(close.clone());
             n += 1;
         }
         info!("hub: closing {n} clients");

@@ -3,8 +3,8 @@
 //! It serves a chat page, chat rooms at `/ws` and `/ws/{room}`, and an echo
 //! endpoint at `/echo` from a plain `std::net::TcpListener`, with blocking
 //! [`tungstenite`] and OS threads — the shape of gorilla/websocket's chat
-//! example: one hub thread ([`hub`]), and per client a reader and a writer
-//! thread ([`client`]) that talk to the hub over crossbeam channels.
+//! example: one hub thread, and per client a reader and a writer thread
+//! (a *session*) that talk to the hub over crossbeam channels.
 //!
 //! ```no_run
 //! use wshub::{Config, Event, Message, Server};
@@ -20,33 +20,59 @@
 //! # Ok::<(), wshub::Error>(())
 //! ```
 //!
-//! Modules, in the order a connection meets them: [`server`] (listener,
-//! shutdown), [`http`] (request heads, routing), `handshake` (the upgrade),
-//! [`client`] (reader/writer threads) over `wire` (the shared write side),
-//! [`hub`] (rooms, fan-out). [`connection`] is the same reader/writer pair
-//! on the dialling side, as a thread-safe handle.
+//! The public API: [`Server`] and its [`Handle`], configured by [`Config`]
+//! (whose defaults are the `DEFAULT_*` constants); the [`Event`]s a host
+//! program receives; [`Connection`] (the same reader/writer pair on the
+//! dialling side, as a thread-safe handle) and [`dial`] (the handshake
+//! alone); [`file_frame`], the chat page's file messages; one [`Error`].
+//!
+//! Inside, in the order a connection meets them: `server` (listener, each
+//! connection's HTTP life, the upgrade, thread accounting, shutdown),
+//! `http` (request heads, routing), `handshake` (the upgrade's checks),
+//! `session` (reader/writer threads) over `wire` (the shared write side)
+//! and `outbox` (what waits for the writer), `hub` (rooms, fan-out).
+//!
+//! With `default-features = false` the library depends on what a hub
+//! needs and nothing the `wshub` binary alone uses (its command line and
+//! load generator live in `src/bin/wshub/`).
 
 #![warn(missing_docs)]
 
 mod assets;
-pub mod bench;
-pub mod cli;
-pub mod client;
 mod config;
-pub mod connection;
+mod connection;
+mod dial;
 mod error;
 pub mod file_frame;
 mod handshake;
-pub mod http;
-pub mod hub;
-pub mod server;
+mod http;
+mod hub;
+mod outbox;
+mod server;
+mod session;
 mod wire;
 
-pub use config::*;
-pub use connection::{ClientOptions, Connection};
+pub use config::{
+    Config, DEFAULT_ADDR, DEFAULT_CLOSE_TIMEOUT, DEFAULT_EVENT_QUEUE, DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_READ_BUFFER_BYTES, DEFAULT_SEND_QUEUE, DEFAULT_SEND_QUEUE_BYTES,
+    DEFAULT_THREAD_STACK_BYTES, DEFAULT_WRITE_TIMEOUT,
+};
+pub use connection::Connection;
+pub use crossbeam_channel::Receiver;
+pub use dial::{ConnectOptions, Dialed, dial};
 pub use error::{Error, Result};
 pub use hub::{ClientId, Event};
 pub use server::{Handle, Server};
+pub use session::Ending;
 pub use tungstenite::protocol::frame::coding::CloseCode;
 pub use tungstenite::protocol::{CloseFrame, Message};
 pub use tungstenite::{Bytes, Utf8Bytes};
+
+/// The request-head parser and router, for the fuzz target only: not
+/// part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::{Rejection, Route, parse_head, route};
+}

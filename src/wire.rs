@@ -23,6 +23,8 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role};
 
+use crate::error::is_timeout;
+
 /// Frames written per system call at most (two slices each, under IOV_MAX).
 pub(crate) const MAX_BATCH: usize = 64;
 
@@ -178,35 +180,26 @@ impl Wire {
     /// Writes data or ping frames, all in as few system calls as possible.
     /// Returns `Ok(false)` if they were dropped because a Close went first.
     pub(crate) fn send<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> io::Result<bool> {
-        let mut state = self.lock();
-        if state.close_sent || state.broken {
-            return Ok(false);
-        }
-        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        let mut n = 0;
-        let mut result = Ok(());
-        for frame in frames {
-            for s in frame.slices() {
-                if !s.is_empty() {
-                    slices[n] = s;
-                    n += 1;
+        self.locked_write(false, || {
+            let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+            let mut n = 0;
+            for frame in frames {
+                for s in frame.slices() {
+                    if !s.is_empty() {
+                        slices[n] = s;
+                        n += 1;
+                    }
+                }
+                if n >= slices.len() - 1 {
+                    self.write_all(&mut slices[..n])?;
+                    n = 0;
                 }
             }
-            if n >= slices.len() - 1 {
-                result = self.write_all(&mut slices[..n]);
-                n = 0;
-                if result.is_err() {
-                    break;
-                }
+            if n > 0 {
+                self.write_all(&mut slices[..n])?;
             }
-        }
-        if result.is_ok() && n > 0 {
-            result = self.write_all(&mut slices[..n]);
-        }
-        if result.is_err() {
-            self.mark_broken(&mut state);
-        }
-        result.map(|()| true)
+            Ok(())
+        })
     }
 
     /// Writes our Close unless one already went out. Returns whether it wrote.
@@ -215,41 +208,45 @@ impl Wire {
     }
 
     /// [`send_close`](Self::send_close) for an already encoded Close.
+    /// Nothing may follow a Close: the FIN tells the peer so at once,
+    /// while reading goes on until its answer.
     pub(crate) fn send_close_frame(&self, frame: &Frame) -> io::Result<bool> {
-        let mut state = self.lock();
-        if state.close_sent || state.broken {
-            return Ok(false);
-        }
-        state.close_sent = true;
-        self.done.store(true, Ordering::Release);
-        let mut slices = frame.slices();
-        let result = self.write_all(&mut slices);
-        if result.is_err() {
-            self.mark_broken(&mut state);
-        }
-        // Nothing may follow a Close: the FIN tells the peer so at once,
-        // while reading goes on until its answer.
-        self.shutdown(Shutdown::Write);
-        result.map(|()| true)
+        self.locked_write(true, || self.write_all(&mut frame.slices()))
     }
 
     /// Writes bytes tungstenite's reader produced (pongs). They are dropped
     /// after our Close, which is when tungstenite would stop sending them too.
     pub(crate) fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut state = self.lock();
-        if state.close_sent || state.broken {
-            return Ok(());
-        }
-        let result = self.write_all(&mut [IoSlice::new(bytes)]);
-        if result.is_err() {
-            self.mark_broken(&mut state);
-        }
-        result
+        self.locked_write(false, || self.write_all(&mut [IoSlice::new(bytes)]))
+            .map(|_| ())
     }
 
-    fn mark_broken(&self, state: &mut WriteState) {
-        state.broken = true;
-        self.done.store(true, Ordering::Release);
+    /// Runs `write` under the lock, unless our Close is out or an earlier
+    /// write failed (then `Ok(false)`). `closing` marks our Close as sent
+    /// before writing it and half-closes after. A failed write marks the
+    /// wire broken: the stream may hold half a frame.
+    fn locked_write(
+        &self,
+        closing: bool,
+        write: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<bool> {
+        let mut state = self.lock();
+        if state.close_sent || state.broken {
+            return Ok(false);
+        }
+        if closing {
+            state.close_sent = true;
+            self.done.store(true, Ordering::Release);
+        }
+        let result = write();
+        if result.is_err() {
+            state.broken = true;
+            self.done.store(true, Ordering::Release);
+        }
+        if closing {
+            self.shutdown(Shutdown::Write);
+        }
+        result.map(|()| true)
     }
 
     /// Wakes the other thread out of any blocking call on this socket.
@@ -283,15 +280,7 @@ impl Wire {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // SO_SNDTIMEO shows up as WouldBlock on Unix, TimedOut on Windows.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break Err(timed_out());
-                }
+                Err(e) if is_timeout(&e) => break Err(timed_out()),
                 Err(e) => break Err(e),
             }
         };

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use wshub::client::Ending;
-use wshub::{ClientOptions, CloseCode, Connection, Error, Message};
+use wshub::Ending;
+use wshub::{CloseCode, ConnectOptions, Connection, Error, Message};
 
 #[test]
 fn send_receive_from_several_threads_and_close_once() {
     let server = start(config());
     let url = format!("ws://{}/echo", server.local_addr());
-    let conn = Arc::new(Connection::connect(&url, &ClientOptions::default()).unwrap());
+    let conn = Arc::new(Connection::connect(&url, &ConnectOptions::default()).unwrap());
     let senders: Vec<_> = (0..4)
         .map(|t| {
             let conn = conn.clone();
@@ -66,15 +66,15 @@ fn refused_and_forbidden_are_errors() {
         .port();
     let err = Connection::connect(
         &format!("ws://127.0.0.1:{port}/"),
-        &ClientOptions::default(),
+        &ConnectOptions::default(),
     )
     .err()
     .unwrap();
     assert!(matches!(err, Error::Io(_)), "{err}");
     let server = start(config());
-    let options = ClientOptions {
+    let options = ConnectOptions {
         origin: Some("http://elsewhere.example".into()),
-        ..ClientOptions::default()
+        ..ConnectOptions::default()
     };
     let err = Connection::connect(&format!("ws://{}/ws", server.local_addr()), &options)
         .err()

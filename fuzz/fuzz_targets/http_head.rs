@@ -37,10 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     LARGEST.store(0, Ordering::Relaxed);
-    match wshub::http::parse_head(data, MAX_HEAD) {
+    match wshub::fuzzing::parse_head(data, MAX_HEAD) {
         Ok(Some((request, len))) => {
             assert!(len <= data.len());
-            match wshub::http::route(&request) {
+            match wshub::fuzzing::route(&request) {
                 Ok(_) => {}
                 Err(r) => assert!(r.status.is_client_error(), "{r:?}"),
             }

@@ -1,7 +1,7 @@
 //! The command line: `wshub serve` (the server, its flags mapped onto
 //! [`Config`]) and `wshub client` (a command-line WebSocket client).
 //!
-//! Defaults shown by `--help` come from the constants in `crate::config`,
+//! Defaults shown by `--help` come from the library's `DEFAULT_*` constants,
 //! so the flags and the library cannot disagree. This module only parses;
 //! each subcommand runs from its own file.
 
@@ -17,7 +17,7 @@ use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use humantime::Duration as HumanDuration;
 
-use crate::config::*;
+use wshub::*;
 
 /// A small, runtime-free WebSocket hub: chat rooms, an echo endpoint and a
 /// chat page, on plain threads.

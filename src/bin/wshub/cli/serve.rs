@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::{ServeArgs, init_logging};
-use crate::Server;
+use wshub::Server;
 
 pub(super) fn run(args: &ServeArgs) -> ExitCode {
     init_logging(args.log_level);

@@ -21,8 +21,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::{ClientArgs, init_logging};
-use crate::client::Ending;
-use crate::{ClientOptions, CloseCode, Connection, Message, file_frame};
+use wshub::Ending;
+use wshub::{CloseCode, ConnectOptions, Connection, Message, file_frame};
 
 const FAILED: u8 = 1;
 const ABNORMAL_CLOSE: u8 = 3;
@@ -48,12 +48,12 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
         Some(path) => Some(read_file(path)?),
         None => None,
     };
-    let options = ClientOptions {
+    let options = ConnectOptions {
         origin: args.origin.clone(),
         subprotocols: args.subprotocols.clone(),
         headers: args.headers.clone(),
         max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
-        ..ClientOptions::default()
+        ..ConnectOptions::default()
     };
     let conn = Arc::new(Connection::connect(&args.url, &options).map_err(|e| e.to_string())?);
     // Installed only now (until connected, Ctrl-C simply ends the process)
@@ -198,7 +198,7 @@ fn server_closed(conn: &Connection) -> u8 {
             eprintln!("connection lost: {why}");
             ABNORMAL_CLOSE
         }
-        None => {
+        _ => {
             eprintln!("connection ended");
             ABNORMAL_CLOSE
         }

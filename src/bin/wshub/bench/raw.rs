@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::connection::{ClientOptions, Opened, open};
+use wshub::{ConnectOptions, Dialed, dial as open};
 
 /// One dialled connection.
 pub(crate) struct RawConn {
@@ -24,10 +24,10 @@ pub(crate) struct RawConn {
 
 /// Opens `url` with up to three retries (a busy server may refuse or reset
 /// while its accept queue is full). HTTP answers and bad URLs are final.
-fn open_retrying(url: &str) -> io::Result<Opened> {
-    let options = ClientOptions {
+fn open_retrying(url: &str) -> io::Result<Dialed> {
+    let options = ConnectOptions {
         connect_timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
+        ..ConnectOptions::default()
     };
     let mut last = None;
     for attempt in 0..4 {
@@ -37,10 +37,10 @@ fn open_retrying(url: &str) -> io::Result<Opened> {
         }
         match open(url, &options) {
             Ok(opened) => return Ok(opened),
-            Err(crate::Error::Http(status)) => {
-                return Err(io::Error::other(format!("server answered {status}")));
+            Err(e @ wshub::Error::Status(_)) => {
+                return Err(io::Error::other(e.to_string()));
             }
-            Err(crate::Error::Url(e)) => {
+            Err(wshub::Error::Url(e)) => {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
             }
             Err(e) => last = Some(e),

@@ -1,6 +1,7 @@
-//! One WebSocket connection as two threads: the reader (gorilla's
-//! `readPump`) and the writer (`writePump`). Used by the server for every hub
-//! and echo client, and by [`Connection`](crate::Connection) on the client side.
+//! One WebSocket session as two threads: the reader (gorilla's `readPump`)
+//! and the writer (`writePump`). [`start`] starts the pair; the server uses
+//! it for every hub and echo client, [`Connection`](crate::Connection) on
+//! the dialling side.
 //!
 //! # How one socket is shared by two threads
 //!
@@ -21,14 +22,9 @@
 //!   encoded (`Frame`), and it encodes its own pings and Close. It takes
 //!   every frame already queued and writes them in one vectored system call —
 //!   batching without merging: each message keeps its own frame and type.
-//!   The queue holds `Out` entries: a single frame, or a burst the hub
-//!   shares between all receivers of a room (frames from this client itself
-//!   are skipped). A busy writer yields after a large batch so that the next
-//!   system call carries more frames.
-//! * The writer **waits on its queue alone** (plus the ping deadline): close
-//!   requests and the reader's end are `Signals` it checks before every
-//!   wait, nudged by an empty `Out::Wake` entry. A connection then needs
-//!   one channel instead of four (about 1 KiB less per idle client).
+//!   Its queue is the connection's `outbox` (entries, signals and the
+//!   bound live there). A busy writer yields after a large batch so that
+//!   the next system call carries more frames.
 //! * **Close** is tracked by `Wire`: whoever sends our Close (the reader
 //!   answering the peer or failing the connection, the writer on eviction or
 //!   shutdown) marks it, and nothing is written after it; the peer's Close is
@@ -42,79 +38,30 @@
 //! Keepalive: the socket's read timeout is the pong timeout, so a peer that
 //! sends nothing at all — neither data nor pongs to our pings — for that long
 //! makes `read` fail, and the reader closes the connection.
+//!
+//! May touch: the connection's `Wire`, its outbox, its context; what a
+//! message means is the caller's (`on_message`).
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
+use crossbeam_channel::RecvTimeoutError;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
 
-use crate::hub::ClientId;
+use crate::error::is_timeout;
+use crate::outbox::{Mailbox, Out, Outbox};
 use crate::wire::{Frame, MAX_BATCH, ReaderIo, Wire};
 
 /// A batch of at least this many frames means the connection is busy.
 const YIELD_AFTER: usize = 16;
 
-/// One entry of a connection's send queue.
-#[derive(Clone, Debug)]
-pub(crate) enum Out {
-    /// One frame: an echo, a message from `Connection::send`, a Close.
-    Frame(Frame),
-    /// Frames the hub fanned out together, shared by every receiver's
-    /// queue; those sent by `skip` are not for this receiver.
-    Burst {
-        frames: Arc<[(Option<ClientId>, Frame)]>,
-        skip: Option<ClientId>,
-    },
-    /// No frame: wakes the writer to look at its [`Signals`].
-    Wake,
-}
-
-impl Out {
-    /// The frames of this entry that go to this connection.
-    pub(crate) fn frames(&self) -> impl Iterator<Item = &Frame> {
-        let (one, many, skip) = match self {
-            Out::Frame(f) => (Some(f), &[][..], None),
-            Out::Burst { frames, skip } => (None, &frames[..], *skip),
-            Out::Wake => (None, &[][..], None),
-        };
-        one.into_iter().chain(
-            many.iter()
-                .filter(move |(from, _)| skip.is_none() || *from != skip)
-                .map(|(_, f)| f),
-        )
-    }
-}
-
-/// What is queued for a connection and not yet written: the hub's bound
-/// on a slow client. Whoever queues adds; the writer subtracts.
-#[derive(Debug, Default)]
-pub(crate) struct Load {
-    pub messages: AtomicUsize,
-    pub bytes: AtomicUsize,
-}
-
-impl Load {
-    pub(crate) fn add(&self, messages: usize, bytes: usize) -> (usize, usize) {
-        (
-            self.messages.fetch_add(messages, Ordering::Relaxed),
-            self.bytes.fetch_add(bytes, Ordering::Relaxed),
-        )
-    }
-
-    pub(crate) fn sub(&self, messages: usize, bytes: usize) {
-        self.messages.fetch_sub(messages, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-}
-
 /// How a connection ended, as the reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ending {
     /// The peer sent Close (code and reason, if any).
     PeerClosed(Option<CloseFrame>),
@@ -149,15 +96,89 @@ pub(crate) struct Timing {
     pub close_timeout: Duration,
 }
 
+/// Starts threads for [`start`]: the server's are counted against its
+/// thread budget, the dialling side's are joined by its `Connection`.
+pub(crate) trait Spawn {
+    /// Runs `body` on a new thread called `name`.
+    fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> io::Result<()>;
+}
+
+/// What a session's reader does with what it reads, and what happens when
+/// each thread ends.
+pub(crate) struct Handlers<M, E, W> {
+    /// Gets every text and binary message; `false` means its destination
+    /// is gone, which closes with 1001.
+    pub on_message: M,
+    /// Runs on the reader's thread after the read loop, with how it ended.
+    pub on_end: E,
+    /// Runs on the writer's thread when it is done, with the failure that
+    /// ended it, if any (a place for guards that must live as long).
+    pub on_writer_end: W,
+}
+
+/// Starts a session's writer, then its reader, each on a thread of its
+/// own from `spawner`. `name` becomes `{name}-write` and `{name}-read`.
+///
+/// If the reader cannot be started, the peer gets 1013 "server
+/// overloaded", the writer is released, and the error is returned; the
+/// caller undoes whatever it registered.
+pub(crate) fn start<M, E, W>(
+    spawner: &dyn Spawn,
+    name: &str,
+    wire: Arc<Wire>,
+    mut ctx: Box<WebSocketContext>,
+    (outbox, mailbox): (Outbox, Mailbox),
+    timing: Timing,
+    handlers: Handlers<M, E, W>,
+) -> io::Result<()>
+where
+    M: FnMut(Message) -> bool + Send + 'static,
+    E: FnOnce(Ending) + Send + 'static,
+    W: FnOnce(Option<String>) + Send + 'static,
+{
+    let Handlers {
+        mut on_message,
+        on_end,
+        on_writer_end,
+    } = handlers;
+    let writer_wire = wire.clone();
+    let writer = spawner.spawn(
+        format!("{name}-write"),
+        Box::new(move || on_writer_end(write_loop(&writer_wire, mailbox, timing))),
+    );
+    if let Err(e) = writer {
+        let _ = wire.send_close(Some(&close_frame(CloseCode::Again, "server overloaded")));
+        return Err(e);
+    }
+    let (reader_wire, reader_outbox) = (wire.clone(), outbox.clone());
+    let reader = spawner.spawn(
+        format!("{name}-read"),
+        Box::new(move || {
+            // Dropped after `on_end`: the writer outlives what the reader says.
+            let _exit = reader_outbox.on_reader_exit();
+            let ending = read_loop(&reader_wire, &mut ctx, &reader_outbox, timing, |m| {
+                on_message(m)
+            });
+            on_end(ending);
+        }),
+    );
+    if let Err(e) = reader {
+        let _ = wire.send_close(Some(&close_frame(CloseCode::Again, "server overloaded")));
+        outbox.reader_done();
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// The reader loop. Blocks until the connection ends; `on_message` gets
 /// every text and binary message and returns `false` when it can take no
-/// more (its destination is gone), which closes with 1001. `queue` is the
-/// connection's own send queue: the answer to the peer's Close goes behind
-/// what is already queued (an echo of the peer's last message, say).
-pub(crate) fn read_loop(
+/// more (its destination is gone), which closes with 1001. The answer to
+/// the peer's Close goes into the connection's own `outbox`, behind what
+/// is already queued (an echo of the peer's last message, say).
+fn read_loop(
     wire: &Wire,
     ctx: &mut WebSocketContext,
-    queue: &Sender<Out>,
+    outbox: &Outbox,
     timing: Timing,
     mut on_message: impl FnMut(Message) -> bool,
 ) -> Ending {
@@ -169,7 +190,7 @@ pub(crate) fn read_loop(
                 if !on_message(message) {
                     return close_with(
                         wire,
-                        queue,
+                        outbox,
                         CloseCode::Away,
                         "server shutting down",
                         timing,
@@ -180,10 +201,7 @@ pub(crate) fn read_loop(
                 // Answer with the same code (the wire drops it if this
                 // answers our own Close). A full queue means the writer is
                 // stuck: answer at once rather than wait behind it.
-                if queue
-                    .try_send(Out::Frame(Frame::close(wire.role(), frame.as_ref())))
-                    .is_err()
-                {
+                if !outbox.push_close(Frame::close(wire.role(), frame.as_ref())) {
                     if let Err(e) = wire.send_close(frame.as_ref()) {
                         return Ending::Dropped(format!("close reply failed: {e}"));
                     }
@@ -191,21 +209,16 @@ pub(crate) fn read_loop(
                 return Ending::PeerClosed(frame);
             }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(e) => return fail(wire, queue, e, timing),
+            Err(e) => return fail(wire, outbox, e, timing),
         }
     }
 }
 
 /// Maps a read error to the close code RFC 6455 asks for, and closes.
-fn fail(wire: &Wire, queue: &Sender<Out>, err: tungstenite::Error, timing: Timing) -> Ending {
+fn fail(wire: &Wire, outbox: &Outbox, err: tungstenite::Error, timing: Timing) -> Ending {
     use tungstenite::Error as E;
     let (code, reason) = match err {
-        E::Io(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
+        E::Io(e) if is_timeout(&e) => {
             // Silent for a whole pong timeout: the peer is probably gone, so
             // do not wait for an answer to the Close.
             let _ = wire.send_close(Some(&close_frame(CloseCode::Away, "ping timeout")));
@@ -224,7 +237,7 @@ fn fail(wire: &Wire, queue: &Sender<Out>, err: tungstenite::Error, timing: Timin
         E::Protocol(e) => (CloseCode::Protocol, e.to_string()),
         e => (CloseCode::Error, e.to_string()),
     };
-    close_with(wire, queue, code, &reason, timing)
+    close_with(wire, outbox, code, &reason, timing)
 }
 
 /// Queues our Close behind what is already queued (the echo of the last
@@ -236,17 +249,15 @@ fn fail(wire: &Wire, queue: &Sender<Out>, err: tungstenite::Error, timing: Timin
 /// the end promptly.
 fn close_with(
     wire: &Wire,
-    queue: &Sender<Out>,
+    outbox: &Outbox,
     code: CloseCode,
     reason: &str,
     timing: Timing,
 ) -> Ending {
     let close = close_frame(code, reason);
-    let sent = match queue.try_send(Out::Frame(Frame::close(wire.role(), Some(&close)))) {
-        Ok(()) => true,
-        // The writer is stuck or gone: no waiting behind it.
-        Err(_) => wire.send_close(Some(&close)).is_ok(),
-    };
+    // The writer is stuck or gone when the queue refuses: no waiting behind it.
+    let sent = outbox.push_close(Frame::close(wire.role(), Some(&close)))
+        || wire.send_close(Some(&close)).is_ok();
     if sent {
         let deadline = Instant::now() + timing.close_timeout;
         let mut sink = [0u8; 512];
@@ -265,9 +276,9 @@ fn close_with(
 }
 
 /// Writes what is queued right now, up to and including a Close.
-fn flush_queued(wire: &Wire, queue: &Receiver<Out>) -> std::io::Result<()> {
+fn flush_queued(wire: &Wire, mailbox: &Mailbox) -> io::Result<()> {
     let mut batch = Vec::new();
-    while let Ok(item) = queue.try_recv() {
+    while let Some(item) = mailbox.try_next() {
         if let Out::Frame(close) = &item {
             if close.is_close() {
                 wire.send(batch.iter().flat_map(Out::frames))?;
@@ -279,6 +290,7 @@ fn flush_queued(wire: &Wire, queue: &Receiver<Out>) -> std::io::Result<()> {
     wire.send(batch.iter().flat_map(Out::frames)).map(|_| ())
 }
 
+/// A Close frame's code and reason.
 pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     CloseFrame {
         code,
@@ -286,152 +298,39 @@ pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     }
 }
 
-/// What reaches the writer ahead of its queue: a request to close now
-/// (eviction, shutdown, a stuck user close) and the news that the reader
-/// has ended. Whoever raises one then queues [`Out::Wake`], so the writer
-/// blocks on its queue alone, and a connection allocates one channel rather
-/// than four (a select over a close channel, a done channel and a ping
-/// ticker as well cost about 1 KiB per client, and no less CPU per wake-up).
-#[derive(Debug, Default)]
-pub(crate) struct Signals {
-    raised: AtomicBool,
-    close: Mutex<Option<CloseFrame>>,
-    reader_done: AtomicBool,
-}
-
-impl Signals {
-    /// Asks the writer to send this Close next and stop; the first request wins.
-    pub(crate) fn close(&self, frame: CloseFrame, queue: &Sender<Out>) {
-        if let Ok(mut slot) = self.close.lock() {
-            slot.get_or_insert(frame);
-        }
-        self.raise(queue);
-    }
-
-    /// Tells the writer that the reader has exited.
-    pub(crate) fn reader_done(&self, queue: &Sender<Out>) {
-        self.reader_done.store(true, Ordering::Release);
-        self.raise(queue);
-    }
-
-    fn raise(&self, queue: &Sender<Out>) {
-        self.raised.store(true, Ordering::Release);
-        // A full queue needs no nudge: the writer checks the signals
-        // before every wait, and a non-empty queue does not wait.
-        let _ = queue.try_send(Out::Wake);
-    }
-
-    /// A guard that tells the writer when the reader ends, however it ends
-    /// (a panicking reader included: the writer must not outlive it).
-    pub(crate) fn on_reader_exit(self: Arc<Self>, queue: Sender<Out>) -> ReaderExit {
-        ReaderExit {
-            signals: self,
-            queue,
-        }
-    }
-
-    fn take_close(&self) -> Option<CloseFrame> {
-        self.close.lock().ok().and_then(|mut slot| slot.take())
-    }
-
-    fn is_reader_done(&self) -> bool {
-        self.reader_done.load(Ordering::Acquire)
-    }
-}
-
-/// See [`Signals::on_reader_exit`].
-pub(crate) struct ReaderExit {
-    signals: Arc<Signals>,
-    queue: Sender<Out>,
-}
-
-impl Drop for ReaderExit {
-    fn drop(&mut self) {
-        self.signals.reader_done(&self.queue);
-    }
-}
-
-/// What the writer listens to.
-pub(crate) struct WriterInputs {
-    /// Frames to send, in order. A Close frame among them is a graceful
-    /// close: everything queued before it is sent first.
-    pub queue: Receiver<Out>,
-    /// Close requests and the reader's end, ahead of the queue.
-    pub signals: Arc<Signals>,
-    /// Queued but not yet written; the writer subtracts what it wrote.
-    pub load: Arc<Load>,
-}
-
 /// `interval` from now, if that is a representable time.
 fn after(interval: Duration) -> Option<Instant> {
     Instant::now().checked_add(interval)
 }
 
-/// The writer's wait for its queue.
-///
-/// Through a `Select` rather than `recv`: `recv` spins and yields the CPU
-/// a few times before it sleeps, and with a thread per client thousands of
-/// idle writers yielding to each other cost more than the wake-ups they
-/// save (measured: +15 % server CPU per delivery at light load).
-struct QueueWait<'a> {
-    queue: &'a Receiver<Out>,
-    select: Select<'a>,
-}
-
-impl<'a> QueueWait<'a> {
-    fn new(queue: &'a Receiver<Out>) -> QueueWait<'a> {
-        let mut select = Select::new_biased();
-        select.recv(queue);
-        QueueWait { queue, select }
-    }
-
-    /// The next entry, waiting until `deadline` (none: for ever).
-    fn next(&mut self, deadline: Option<Instant>) -> Result<Out, RecvTimeoutError> {
-        let op = match deadline {
-            Some(deadline) => self
-                .select
-                .select_deadline(deadline)
-                .map_err(|_| RecvTimeoutError::Timeout)?,
-            None => self.select.select(),
-        };
-        op.recv(self.queue)
-            .map_err(|_| RecvTimeoutError::Disconnected)
-    }
-}
-
 /// The writer loop. Returns when the connection is over, with the socket
-/// shut down.
-pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> Option<String> {
-    let WriterInputs {
-        queue,
-        signals,
-        load,
-    } = inputs;
+/// shut down, and the failure that ended it, if any.
+fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
     let ping = Frame::ping(wire.role());
     let mut next_ping = after(timing.ping_interval);
     let mut batch: Vec<Out> = Vec::new();
-    let mut wait = QueueWait::new(&queue);
+    let mut wait = mailbox.waiter();
     // After our Close: wait for the reader to see the answer and exit.
     // Entries still arriving are dropped: nothing goes after a Close.
-    let linger = |wait: &mut QueueWait| {
+    let linger = |wait: &mut crate::outbox::Waiter| {
         let deadline = after(timing.close_timeout);
-        while !signals.is_reader_done() && wait.next(deadline).is_ok() {}
+        while !mailbox.is_reader_done() && wait.next(deadline).is_ok() {}
     };
-    let close_and_wait = |close: CloseFrame, wait: &mut QueueWait| {
+    let close_and_wait = |close: CloseFrame, wait: &mut crate::outbox::Waiter| {
         if let Ok(true) = wire.send_close(Some(&close)) {
             linger(wait);
         }
     };
     let problem = loop {
-        if signals.raised.swap(false, Ordering::AcqRel) {
-            if let Some(close) = signals.take_close() {
+        if mailbox.take_raised() {
+            if let Some(close) = mailbox.take_close() {
                 close_and_wait(close, &mut wait);
                 break None;
             }
-            if signals.is_reader_done() {
+            if mailbox.is_reader_done() {
                 // Send what the reader queued last (its answer to the
                 // peer's Close), then stop.
-                let _ = flush_queued(wire, &queue);
+                let _ = flush_queued(wire, &mailbox);
                 break None;
             }
         }
@@ -462,7 +361,7 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
                     count += item.frames().count();
                     batch.push(item);
                     if count < MAX_BATCH {
-                        next = queue.try_recv().ok();
+                        next = mailbox.try_next();
                     }
                 }
             }
@@ -472,7 +371,7 @@ pub(crate) fn write_loop(wire: &Wire, inputs: WriterInputs, timing: Timing) -> O
         // write would count frames the peer already has while this thread
         // waits to be scheduled.)
         let bytes: usize = batch.iter().flat_map(Out::frames).map(Frame::len).sum();
-        load.sub(count, bytes);
+        mailbox.taken(count, bytes);
         let result = wire.send(batch.iter().flat_map(Out::frames));
         batch.clear();
         if let Err(e) = result {

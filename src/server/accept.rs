@@ -1,0 +1,98 @@
+//! The listener loop, and what happens to each accepted socket before its
+//! own thread takes over: `TCP_NODELAY`, the write timeout, registration
+//! for forced shutdown, and a 503 when no thread can be had.
+//!
+//! May touch: the listener, the accepted socket, `Shared`'s registry.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::Role;
+
+use super::Shared;
+use super::budget::Registered;
+use super::conn::Conn;
+use crate::http;
+use crate::hub::ClientId;
+use crate::wire::Wire;
+
+/// The address that reaches our own listener.
+pub(super) fn wake_addr(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port())
+        }
+        _ => bound,
+    }
+}
+
+pub(super) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => accept(stream, &shared),
+            Err(e) => {
+                error!("accept failed: {e}");
+                // Out of file descriptors: accept would fail again at once;
+                // back off briefly instead of spinning.
+                if e.raw_os_error().is_some_and(|c| c == 23 || c == 24) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    debug!("acceptor stopped");
+}
+
+fn accept(stream: TcpStream, shared: &Arc<Shared>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
+        Err(e) => {
+            debug!("connection {id} gone before it started: {e}");
+            return;
+        }
+    };
+    // Small frames must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let wire = match Wire::new(stream, Role::Server, shared.config.write_timeout) {
+        Ok(wire) => Arc::new(wire),
+        Err(e) => {
+            warn!("connection {id} from {peer}: {e}");
+            return;
+        }
+    };
+    shared.lock().sockets.insert(id, wire.clone());
+    let registered = Registered {
+        shared: shared.clone(),
+        id,
+    };
+    let conn = Conn {
+        shared: shared.clone(),
+        wire: wire.clone(),
+        id: ClientId(id),
+        peer,
+    };
+    if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
+        error!("cannot start a thread for {peer}: {e}");
+        let body = b"server overloaded\n";
+        let _ = http::respond(
+            wire.stream(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[("Retry-After", "5")],
+            body,
+            false,
+            false,
+        );
+    }
+}

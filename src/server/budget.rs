@@ -1,0 +1,124 @@
+//! Thread and slot accounting: every connection thread is counted (so
+//! shutdown can wait for them and the process stays inside its thread
+//! budget), every open WebSocket holds a client slot (`max_clients`), and
+//! every socket stays registered for forced shutdown while a thread of it
+//! runs. Each is a guard whose `Drop` gives back what it took.
+//!
+//! May touch: `Shared`'s counters and its `live` registry; nothing else.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+
+use log::info;
+
+use super::Shared;
+use crate::session::Spawn;
+
+impl Shared {
+    /// Spawns a counted connection thread.
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        {
+            let mut live = self.lock();
+            // Past the budget the kernel refuses the thread's mappings, and
+            // Rust's thread start-up aborts the process: refuse first.
+            if live.threads >= self.thread_budget {
+                return Err(io::Error::other(format!(
+                    "thread budget of {} exhausted (see vm.max_map_count)",
+                    self.thread_budget
+                )));
+            }
+            live.threads += 1;
+        }
+        let guard = ThreadGuard(self.clone());
+        thread::Builder::new()
+            .name(name)
+            .stack_size(self.config.thread_stack_bytes)
+            .spawn(move || {
+                let _guard = guard;
+                body();
+            })?;
+        Ok(())
+    }
+
+    /// Takes a WebSocket slot, or `None` at `max_clients`.
+    pub(super) fn admit(self: &Arc<Self>) -> Option<Admission> {
+        let before = self.clients.fetch_add(1, Ordering::AcqRel);
+        // The writer needs one more thread; keep room for a few HTTP requests.
+        let threads_full = self.lock().threads + 8 > self.thread_budget;
+        if threads_full || self.config.max_clients.is_some_and(|max| before >= max) {
+            self.clients.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission(self.clone()))
+    }
+}
+
+/// Counts a running thread; dropping it (when the thread ends, or when the
+/// spawn fails and the closure is dropped) uncounts it.
+struct ThreadGuard(Arc<Shared>);
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        self.0.lock().threads -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Holds one of the `max_clients` slots while a WebSocket connection lives.
+pub(super) struct Admission(Arc<Shared>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Keeps a socket in the registry for forced shutdown while any of its
+/// threads runs.
+pub(super) struct Registered {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.lock().sockets.remove(&self.id);
+    }
+}
+
+/// How many connection threads the kernel will let this process start.
+///
+/// Each thread costs four memory mappings (its stack and guard page, and
+/// the alternate signal stack Rust gives every thread, with its guard), and
+/// `vm.max_map_count` (65530 by default) bounds mappings per process; the
+/// system-wide `kernel.threads-max` bounds threads. When a thread cannot get
+/// its mappings, Rust aborts the whole process, so the server stays below.
+pub(super) fn thread_budget() -> usize {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    };
+    let maps = read("/proc/sys/vm/max_map_count").unwrap_or(65530);
+    let by_maps = maps.saturating_sub(4096) / 4;
+    let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
+    let budget = by_maps.min(by_threads);
+    info!(
+        "thread budget {budget} (vm.max_map_count {maps}): room for about {} WebSocket clients",
+        budget / 2
+    );
+    budget
+}
+
+/// The server's threads for a session: counted like every connection thread.
+impl Spawn for Arc<Shared> {
+    fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+        Shared::spawn(self, name, body)
+    }
+}

@@ -1,0 +1,182 @@
+//! One accepted connection's HTTP life, on its own thread: read request
+//! heads under the deadline and size limit, keep the connection alive
+//! between requests, serve static files and `/limits.json`, refuse what is
+//! malformed, and hand WebSocket paths to `upgrade`.
+//!
+//! May touch: this connection's socket (through its `Wire`), the assets,
+//! the configuration. Knows nothing of the hub.
+
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+
+use log::{debug, info};
+use tungstenite::http::{Method, Request, StatusCode};
+
+use super::Shared;
+use super::budget::Registered;
+use crate::Config;
+use crate::handshake;
+use crate::http::{self, HeadError, Rejection, Route};
+use crate::hub::ClientId;
+use crate::wire::Wire;
+
+/// One accepted connection, on its own thread.
+pub(super) struct Conn {
+    pub(super) shared: Arc<Shared>,
+    pub(super) wire: Arc<Wire>,
+    pub(super) id: ClientId,
+    pub(super) peer: SocketAddr,
+}
+
+impl Conn {
+    pub(super) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Serves HTTP requests until the connection closes or upgrades.
+    pub(super) fn serve(self, registered: Registered) {
+        let mut buf = Vec::new();
+        let mut first = true;
+        loop {
+            let head = http::read_head(
+                self.wire.stream(),
+                &mut buf,
+                self.config().head_timeout,
+                self.config().max_head_bytes,
+            );
+            let (request, head_len) = match head {
+                Ok(head) => head,
+                Err(HeadError::Closed) => return,
+                Err(HeadError::Timeout { partial: false }) => {
+                    if first {
+                        info!(
+                            "{} ({}): no request within {:?}, closing",
+                            self.id,
+                            self.peer,
+                            self.config().head_timeout
+                        );
+                    }
+                    return;
+                }
+                Err(HeadError::Timeout { partial: true }) => {
+                    let rejection = Rejection::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request head not completed in time",
+                    );
+                    return self.refuse(&rejection, false);
+                }
+                Err(HeadError::Rejected(rejection)) => return self.refuse(&rejection, false),
+                Err(HeadError::Io(e)) => {
+                    debug!("{} ({}): {e}", self.id, self.peer);
+                    return;
+                }
+            };
+            first = false;
+            let rest = buf.split_off(head_len);
+            let head_only = request.method() == Method::HEAD;
+            match http::route(&request) {
+                Err(rejection) => return self.refuse(&rejection, head_only),
+                Ok(Route::File(path)) => {
+                    if !self.serve_file(&request, &path, head_only) {
+                        return;
+                    }
+                    buf = rest;
+                }
+                // The head buffer is not needed for the connection's life.
+                Ok(Route::Hub(room)) => {
+                    drop(buf);
+                    return self.upgrade(request, Some(room.into()), rest, registered);
+                }
+                Ok(Route::Echo) => {
+                    drop(buf);
+                    return self.upgrade(request, None, rest, registered);
+                }
+            }
+        }
+    }
+
+    pub(super) fn refuse(&self, rejection: &Rejection, head_only: bool) {
+        info!(
+            "{} ({}): {} {}",
+            self.id,
+            self.peer,
+            rejection.status.as_u16(),
+            rejection.reason
+        );
+        if let Err(e) = http::reject(self.wire.stream(), rejection, head_only) {
+            debug!(
+                "{} ({}): writing {}: {e}",
+                self.id,
+                self.peer,
+                rejection.status.as_u16()
+            );
+        }
+        // Let the response reach the peer before the socket closes.
+        self.wire.shutdown(Shutdown::Write);
+    }
+
+    /// Serves one file; returns whether the connection stays open.
+    fn serve_file(&self, request: &Request<()>, path: &str, head_only: bool) -> bool {
+        if handshake::is_upgrade(request) {
+            let rejection = Rejection::new(
+                StatusCode::NOT_FOUND,
+                format!("no WebSocket endpoint at {}", request.uri().path()),
+            );
+            self.refuse(&rejection, head_only);
+            return false;
+        }
+        // The page asks for the limits so it can refuse a file before sending it.
+        if path == "limits.json" {
+            let body = format!(
+                "{{\"maxMessageBytes\":{}}}",
+                self.config().max_message_bytes
+            );
+            let headers = [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-cache"),
+            ];
+            let keep = http::keep_alive(request);
+            return http::respond(
+                self.wire.stream(),
+                StatusCode::OK,
+                &headers,
+                body.as_bytes(),
+                head_only,
+                keep,
+            )
+            .is_ok()
+                && keep;
+        }
+        let Some(asset) = self.shared.assets.get(path) else {
+            self.refuse(
+                &Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    format!("{} not found", request.uri().path()),
+                ),
+                head_only,
+            );
+            return false;
+        };
+        let keep = http::keep_alive(request);
+        let headers = [
+            ("Content-Type", asset.content_type.as_str()),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+        ];
+        debug!("{} ({}): 200 {}", self.id, self.peer, request.uri().path());
+        match http::respond(
+            self.wire.stream(),
+            StatusCode::OK,
+            &headers,
+            &asset.body,
+            head_only,
+            keep,
+        ) {
+            Ok(()) => keep,
+            Err(e) => {
+                debug!("{} ({}): {e}", self.id, self.peer);
+                false
+            }
+        }
+    }
+}

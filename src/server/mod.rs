@@ -1,0 +1,305 @@
+//! The server: [`Server`] and its [`Handle`], the state every connection
+//! thread shares, and shutdown.
+//!
+//! Threads: one acceptor, one hub, and per connection one thread that reads
+//! HTTP request heads; an upgrade starts the client's reader and writer
+//! (`session`) and that thread ends. Every thread is counted so that
+//! [`Server::shutdown`] can wait for all of them, and every socket is
+//! registered so that shutdown can force the stragglers awake.
+//!
+//! The parts, each in its own file:
+//! * `accept` — the listener loop and what happens to each accepted socket;
+//! * `conn` — one connection's HTTP life: the keep-alive loop, static files,
+//!   refusals;
+//! * `upgrade` — the WebSocket upgrade (gorilla's `serveWs`): handshake,
+//!   admission, registration with the hub, the session's two threads;
+//! * `budget` — counted threads, the thread budget, the client slots.
+//!
+//! Shutdown: stop accepting (the acceptor is woken by a connection to
+//! itself, tiny_http's trick), tell the hub, which asks every client to close
+//! with 1001; wait up to `close_timeout` for the close handshakes, then shut
+//! down whatever sockets remain (idle HTTP connections, silent peers) and
+//! wait for their threads.
+
+mod accept;
+mod budget;
+mod conn;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use log::{debug, info, warn};
+use tungstenite::protocol::{Message, Role, WebSocketConfig};
+
+use crate::assets::Assets;
+use crate::handshake::Policy;
+use crate::http;
+use crate::hub::{self, Event, HubMsg, Limits};
+use crate::outbox::Bound;
+use crate::wire::{Frame, Wire};
+use crate::{Config, Error, Result};
+
+/// Capacity of the hub's inbox. Readers block when it is full, which slows
+/// senders down instead of letting the hub's backlog grow without bound.
+const HUB_INBOX: usize = 4096;
+
+/// A running server. Dropping it shuts it down.
+pub struct Server {
+    handle: Handle,
+    acceptor: Option<JoinHandle<()>>,
+    hub: Option<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable, thread-safe view of a running [`Server`]: broadcast,
+/// subscribe to events, ask for shutdown.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    local_addr: SocketAddr,
+    policy: Policy,
+    assets: Assets,
+    ws_config: WebSocketConfig,
+    /// Every chat client's outbox bound.
+    bound: Bound,
+    hub: Sender<HubMsg>,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    /// Most connection threads this process can start (see `budget::thread_budget`).
+    thread_budget: usize,
+    /// Open WebSocket connections, for `max_clients`.
+    clients: AtomicUsize,
+    live: Mutex<Live>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Live {
+    threads: usize,
+    sockets: HashMap<u64, Arc<Wire>>,
+    stop_requested: bool,
+}
+
+impl Server {
+    /// Binds `config.addr` and starts serving on background threads.
+    pub fn start(config: Config) -> Result<Server> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.addr)?;
+        let local_addr = listener.local_addr()?;
+        let assets = Assets::new(config.static_dir.as_deref())?;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_message_bytes))
+            .max_frame_size(Some(config.max_message_bytes));
+        let (hub_tx, hub_rx) = bounded(HUB_INBOX);
+        let limits = Limits {
+            echo_sender: config.echo_sender,
+            messages: config.send_queue,
+            bytes: config.send_queue_bytes,
+        };
+        let bound = Bound {
+            messages: config.send_queue,
+            bytes: config.send_queue_bytes,
+        };
+        let shared = Arc::new(Shared {
+            policy: Policy {
+                allowed_origins: config.allowed_origins.clone(),
+                subprotocols: config.subprotocols.clone(),
+            },
+            config,
+            local_addr,
+            assets,
+            ws_config,
+            bound,
+            hub: hub_tx,
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            thread_budget: budget::thread_budget(),
+            clients: AtomicUsize::new(0),
+            live: Mutex::new(Live::default()),
+            changed: Condvar::new(),
+        });
+        let hub = thread::Builder::new()
+            .name("wshub-hub".into())
+            .spawn(move || hub::run(hub_rx, limits))?;
+        let acceptor_shared = shared.clone();
+        let acceptor = thread::Builder::new()
+            .name("wshub-accept".into())
+            .spawn(move || accept::accept_loop(listener, acceptor_shared));
+        let acceptor = match acceptor {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = shared.hub.send(HubMsg::Shutdown);
+                let _ = hub.join();
+                return Err(e.into());
+            }
+        };
+        info!("listening on {local_addr}");
+        Ok(Server {
+            handle: Handle { shared },
+            acceptor: Some(acceptor),
+            hub: Some(hub),
+        })
+    }
+
+    /// A cloneable handle for other threads (signal handlers, the host program).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// See [`Handle::events`].
+    pub fn events(&self) -> Receiver<Event> {
+        self.handle.events()
+    }
+
+    /// See [`Handle::broadcast`].
+    pub fn broadcast(&self, room: &str, message: Message) -> Result<()> {
+        self.handle.broadcast(room, message)
+    }
+
+    /// Blocks until some [`Handle::shutdown`] asks for it, then shuts down.
+    pub fn run(mut self) {
+        {
+            let mut live = self.handle.shared.lock();
+            while !live.stop_requested {
+                live = self
+                    .handle
+                    .shared
+                    .changed
+                    .wait(live)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        self.stop();
+    }
+
+    /// Stops accepting, closes every client with 1001, and joins every
+    /// thread the server started (bounded: see the module doc).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let shared = &self.handle.shared;
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        let started = Instant::now();
+        shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the acceptor from accept(); if the connect fails it is not
+        // blocked there (or the listener is gone) and sees the flag anyway.
+        let _ = TcpStream::connect_timeout(
+            &accept::wake_addr(shared.local_addr),
+            Duration::from_secs(1),
+        );
+        let _ = acceptor.join();
+        let _ = shared.hub.send(HubMsg::Shutdown);
+        if let Some(hub) = self.hub.take() {
+            let _ = hub.join();
+        }
+        let grace = shared.config.close_timeout + Duration::from_millis(250);
+        if !shared.wait_idle(grace) {
+            let sockets: Vec<_> = shared.lock().sockets.values().cloned().collect();
+            debug!("shutdown: forcing {} connections closed", sockets.len());
+            for wire in sockets {
+                wire.shutdown(Shutdown::Both);
+            }
+            if !shared.wait_idle(Duration::from_secs(2)) {
+                warn!("shutdown: {} threads still running", shared.lock().threads);
+            }
+        }
+        info!("shut down in {:?}", started.elapsed());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Handle {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Subscribes to hub events. Each call makes a new receiver holding up
+    /// to `Config::event_queue` events; when it is full, further events are
+    /// dropped for it rather than stalling the hub. Drop the receiver to
+    /// unsubscribe.
+    pub fn events(&self) -> Receiver<Event> {
+        let (tx, rx) = bounded(self.shared.config.event_queue.max(1));
+        let _ = self.shared.hub.send(HubMsg::Subscribe(tx));
+        rx
+    }
+
+    /// Sends a text or binary message to every client in `room` (`""` is the
+    /// lobby at `/ws`).
+    pub fn broadcast(&self, room: &str, message: Message) -> Result<()> {
+        if !room.is_empty() && !http::valid_room(room) {
+            return Err(Error::InvalidRoom(room.to_string()));
+        }
+        let frame = Frame::data(Role::Server, &message).ok_or(Error::NotData)?;
+        self.shared
+            .hub
+            .send(HubMsg::Broadcast {
+                from: None,
+                room: Some(room.into()),
+                frame,
+                message,
+            })
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Open WebSocket connections right now.
+    pub fn client_count(&self) -> usize {
+        self.shared.clients.load(Ordering::Relaxed)
+    }
+
+    /// Asks the server to shut down: [`Server::run`] returns once it has.
+    /// Safe to call from any thread, any number of times.
+    pub fn shutdown(&self) {
+        self.shared.lock().stop_requested = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no connection thread is left, or `timeout` passes.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = self.lock();
+        while live.threads > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .changed
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}

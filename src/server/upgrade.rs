@@ -1,0 +1,210 @@
+//! The WebSocket upgrade of one connection (gorilla's `serveWs`): check
+//! the handshake, take a client slot, write the 101, register with the hub,
+//! and start the session's reader and writer. The connection's HTTP thread
+//! ends here: the HTTP and handshake code runs deeper than the read loop,
+//! and a stack page once touched stays resident for a thread's life, so
+//! on this thread an idle client's reader would hold three pages where a
+//! fresh one holds two (4 KiB more per client; glibc returns a finished
+//! thread's stack pages).
+//!
+//! May touch: this connection's socket, the hub's inbox, `Shared`'s
+//! accounting (through `budget`'s guards).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use log::{debug, error, info, warn};
+use tungstenite::http::{Request, StatusCode};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Message, Role, WebSocketContext};
+
+use super::budget::{Admission, Registered};
+use super::conn::Conn;
+use crate::handshake;
+use crate::http::Rejection;
+use crate::hub::{HubMsg, Member};
+use crate::outbox::{self, Outbox};
+use crate::session::{self, Ending, Handlers, Timing, close_frame};
+use crate::wire::Frame;
+
+impl Conn {
+    /// Completes the handshake and starts the client's two threads.
+    /// `room: None` is the echo endpoint.
+    pub(super) fn upgrade(
+        self,
+        request: Request<()>,
+        room: Option<Arc<str>>,
+        rest: Vec<u8>,
+        registered: Registered,
+    ) {
+        let response = match handshake::accept(&request, &self.shared.policy) {
+            Ok(response) => response,
+            Err(rejection) => return self.refuse(&rejection, false),
+        };
+        // Headers are done with; what follows lives as long as the client.
+        drop(request);
+        let Some(admission) = self.shared.admit() else {
+            let limit = self.config().max_clients.unwrap_or_default();
+            let rejection = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("at the limit of {limit} clients"),
+            )
+            .with_header("Retry-After", "5");
+            return self.refuse(&rejection, false);
+        };
+        if let Err(e) = handshake::write_response(self.wire.stream(), &response) {
+            debug!("{} ({}): writing 101: {e}", self.id, self.peer);
+            return;
+        }
+        drop(response);
+        if let Err(e) = self
+            .wire
+            .stream()
+            .set_read_timeout(Some(self.config().pong_timeout))
+        {
+            debug!("{} ({}): {e}", self.id, self.peer);
+            return;
+        }
+        // Boxed: moved into the reader's thread, it would otherwise be
+        // copied through the thread start-up's frames.
+        let ctx = Box::new(WebSocketContext::from_partially_read(
+            rest,
+            Role::Server,
+            Some(self.shared.ws_config),
+        ));
+        // An echo client's outbox carries only its Close: no bound needed.
+        let bound = match room {
+            Some(_) => self.shared.bound,
+            None => outbox::Bound::NONE,
+        };
+        let mailbox = outbox::new(bound, None);
+        if !self.register(room.clone(), &mailbox.0) {
+            return;
+        }
+        self.start_session(room, ctx, mailbox, (registered, admission));
+    }
+
+    /// Tells the hub about the new client; `false` (after a 1001 to the
+    /// peer) when the server is shutting down.
+    fn register(&self, room: Option<Arc<str>>, outbox: &Outbox) -> bool {
+        let member = Member {
+            id: self.id,
+            room,
+            peer: self.peer,
+            outbox: outbox.clone(),
+        };
+        // `stopping` is set before the hub is told to shut down, so a
+        // registration that queued behind the hub's Shutdown (and will never
+        // be seen) always sees it here.
+        if self.shared.hub.send(HubMsg::Register(member)).is_err()
+            || self.shared.stopping.load(Ordering::SeqCst)
+        {
+            let _ = self
+                .wire
+                .send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
+            return false;
+        }
+        true
+    }
+
+    /// Starts the reader (which feeds the hub, or echoes) and the writer.
+    fn start_session(
+        self,
+        room: Option<Arc<str>>,
+        ctx: Box<WebSocketContext>,
+        mailbox: (Outbox, outbox::Mailbox),
+        keep: (Registered, Admission),
+    ) {
+        let (id, peer) = (self.id, self.peer);
+        let what = match &room {
+            Some(room) if room.is_empty() => "joined the lobby".to_string(),
+            Some(room) => format!("joined room {room:?}"),
+            None => "opened an echo session".to_string(),
+        };
+        info!("{id} ({peer}) {what}");
+        let timing = Timing {
+            ping_interval: self.config().ping_interval,
+            close_timeout: self.config().close_timeout,
+        };
+        let hub = self.shared.hub.clone();
+        let on_end = {
+            let hub = hub.clone();
+            move |ending: Ending| {
+                let _ = hub.send(HubMsg::Unregister(id));
+                log_ending(&format!("{id} ({peer})"), &ending);
+            }
+        };
+        let on_writer_end = move |problem: Option<String>| {
+            // The writer keeps the socket registered and the slot taken until it is done too.
+            drop(keep);
+            if let Some(problem) = problem {
+                info!("{id} ({peer}): {problem}");
+            }
+        };
+        let name = format!("wshub-{}", id.0);
+        let (shared, wire) = (&self.shared, self.wire.clone());
+        let started = match room {
+            Some(_) => session::start(
+                shared,
+                &name,
+                wire,
+                ctx,
+                mailbox,
+                timing,
+                Handlers {
+                    on_message: move |message: Message| {
+                        let Some(frame) = Frame::data(Role::Server, &message) else {
+                            return true;
+                        };
+                        let broadcast = HubMsg::Broadcast {
+                            from: Some(id),
+                            room: None,
+                            frame,
+                            message,
+                        };
+                        hub.send(broadcast).is_ok()
+                    },
+                    on_end,
+                    on_writer_end,
+                },
+            ),
+            None => {
+                let echo_wire = self.wire.clone();
+                session::start(
+                    shared,
+                    &name,
+                    wire,
+                    ctx,
+                    mailbox,
+                    timing,
+                    Handlers {
+                        // The echo goes out from the reader's thread, as in
+                        // gorilla's echo example: one thread hop less per
+                        // round trip, and echoes keep the order of reads. A
+                        // client that does not read its echoes stops being
+                        // read from until the write timeout drops it. (After
+                        // our Close the echo is dropped.)
+                        on_message: move |message: Message| {
+                            Frame::data(Role::Server, &message)
+                                .is_none_or(|frame| echo_wire.send([&frame]).is_ok())
+                        },
+                        on_end,
+                        on_writer_end,
+                    },
+                )
+            }
+        };
+        if let Err(e) = started {
+            error!("{id} ({peer}): cannot start its session: {e}");
+            let _ = self.shared.hub.send(HubMsg::Unregister(id));
+        }
+    }
+}
+
+/// One log line for how a client's connection ended.
+fn log_ending(who: &str, ending: &Ending) {
+    match ending {
+        Ending::WeClosed(code, _) if *code != CloseCode::Away => warn!("{who}: {ending}"),
+        _ => info!("{who}: {ending}"),
+    }
+}
