@@ -44,6 +44,16 @@ pub const DEFAULT_EVENT_QUEUE: usize = 4096;
 
 /// Everything a [`Server`](crate::Server) can be told. Build it with struct
 /// update syntax: `Config { echo_sender: true, ..Config::default() }`.
+///
+/// Public fields rather than a builder, on purpose: a server's settings are
+/// many independent knobs, each with a documented default, and a literal
+/// with `..Config::default()` reads like the command line it mirrors (every
+/// field is a `wshub serve` flag), can be inspected and cloned, and needs no
+/// setter per field. Fields will be added as the server grows; code that
+/// always ends its literal with `..Config::default()`, as every example
+/// here does, keeps compiling. `Config` is checked when the server starts
+/// ([`Server::start`](crate::Server::start) fails with
+/// [`Error::Config`](crate::Error::Config)), not field by field.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on. Default [`DEFAULT_ADDR`]; port 0 picks a free port

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -10,31 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-const BIN: &str = env!("CARGO_BIN_EXE_wshub");
-
-/// A child process that is killed and reaped however the test ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
 
 /// Starts `wshub serve` on a free port; returns the child, its address and
 /// a channel of its log lines.
@@ -47,13 +21,7 @@ fn serve(extra: &[&str]) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
         .spawn()
         .expect("wshub starts");
     let mut child = Proc(child);
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(child.stderr.take().unwrap());
     let deadline = Instant::now() + STEP;
     loop {
         let line = rx

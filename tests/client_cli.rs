@@ -3,43 +3,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::Message;
-use wshub::{Config, Event};
-
-const BIN: &str = env!("CARGO_BIN_EXE_wshub");
+use wshub::Config;
 
 /// A `wshub client` process with its output as channels of lines; killed
 /// and reaped however the test ends.
 struct Client {
-    child: Child,
+    child: Proc,
     stdin: Option<ChildStdin>,
     out: mpsc::Receiver<String>,
     err: mpsc::Receiver<String>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    rx
 }
 
 fn client(args: &[&str]) -> Client {
@@ -55,7 +36,7 @@ fn client(args: &[&str]) -> Client {
     let err = lines(child.stderr.take().unwrap());
     Client {
         stdin: child.stdin.take(),
-        child,
+        child: Proc(child),
         out,
         err,
     }
@@ -102,15 +83,6 @@ impl Client {
     }
 }
 
-fn joins(events: &crossbeam_channel::Receiver<Event>, n: usize) {
-    let mut seen = 0;
-    while seen < n {
-        if let Event::Joined { .. } = events.recv_timeout(STEP).expect("join") {
-            seen += 1;
-        }
-    }
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wshub-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -125,7 +97,7 @@ fn two_clients_chat_through_the_server() {
     let url = format!("ws://{}/ws/chat", server.local_addr());
     let mut alice = client(&[&url]);
     let mut bob = client(&[&url]);
-    joins(&events, 2);
+    joined(&events, 2);
     alice.say("hello bob");
     assert_eq!(bob.next_out(), "hello bob");
     bob.say("hi alice, ünïcode ✓");
@@ -151,7 +123,7 @@ fn send_file_and_save_dir_are_byte_exact() {
     std::fs::write(inbox.join(name), b"keep me").unwrap();
 
     let receiver = client(&["--save-dir", inbox.to_str().unwrap(), &url]);
-    joins(&events, 1);
+    joined(&events, 1);
     let mut sender = client(&["--send-file", outbox.join(name).to_str().unwrap(), &url]);
     let saved = receiver.err_line("saved ");
     let saved_as = inbox.join("naïve résumé 2024 (1).bin");
@@ -177,7 +149,7 @@ fn hostile_file_names_stay_inside_save_dir() {
         inbox.to_str().unwrap(),
         &format!("ws://{addr}/ws/h"),
     ]);
-    joins(&events, 1);
+    joined(&events, 1);
     let mut evil = ws(addr, "/ws/h");
     for name in ["../x", "..", "/etc/passwd-copy", "..\\..\\y"] {
         evil.send(Message::binary(wshub::file_frame::encode(name, b"payload")))
@@ -211,7 +183,7 @@ fn every_sends_at_the_requested_period() {
     let events = server.events();
     let url = format!("ws://{}/ws/tick", server.local_addr());
     let listener = client(&[&url]);
-    joins(&events, 1);
+    joined(&events, 1);
     let _ticker = client(&["--every", "200ms", "--text", "tick", "--no-stdin", &url]);
     let mut times = Vec::new();
     for _ in 0..8 {
@@ -335,7 +307,7 @@ fn binary_messages_are_summarised_on_stderr() {
     let events = server.events();
     let addr = server.local_addr();
     let c = client(&[&format!("ws://{addr}/ws/b")]);
-    joins(&events, 1);
+    joined(&events, 1);
     let mut other = ws(addr, "/ws/b");
     other.send(Message::binary(vec![1u8; 1234])).unwrap();
     let line = c.err_line("binary message");

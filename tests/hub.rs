@@ -12,16 +12,6 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use wshub::{Config, Event};
 
-/// Waits until `n` clients have joined, using the server's own events.
-fn joined(events: &crossbeam_channel::Receiver<Event>, n: usize) {
-    let mut seen = 0;
-    while seen < n {
-        if let Event::Joined { .. } = events.recv_timeout(STEP).expect("join event") {
-            seen += 1;
-        }
-    }
-}
-
 #[test]
 fn relays_to_the_others_and_not_the_sender() {
     let server = start(config());

@@ -141,59 +141,40 @@ impl Conn {
                 info!("{id} ({peer}): {problem}");
             }
         };
-        let name = format!("wshub-{}", id.0);
-        let (shared, wire) = (&self.shared, self.wire.clone());
-        let started = match room {
-            Some(_) => session::start(
-                shared,
-                &name,
-                wire,
-                ctx,
-                mailbox,
-                timing,
-                Handlers {
-                    on_message: move |message: Message| {
-                        let Some(frame) = Frame::data(Role::Server, &message) else {
-                            return true;
-                        };
-                        let broadcast = HubMsg::Broadcast {
-                            from: Some(id),
-                            room: None,
-                            frame,
-                            message,
-                        };
-                        hub.send(broadcast).is_ok()
-                    },
-                    on_end,
-                    on_writer_end,
-                },
-            ),
+        let on_message: Box<dyn FnMut(Message) -> bool + Send> = match room {
+            Some(_) => Box::new(move |message: Message| {
+                let Some(frame) = Frame::data(Role::Server, &message) else {
+                    return true;
+                };
+                let broadcast = HubMsg::Broadcast {
+                    from: Some(id),
+                    room: None,
+                    frame,
+                    message,
+                };
+                hub.send(broadcast).is_ok()
+            }),
+            // The echo goes out from the reader's thread, as in gorilla's
+            // echo example: one thread hop less per round trip, and echoes
+            // keep the order of reads. A client that does not read its
+            // echoes stops being read from until the write timeout drops
+            // it. (After our Close the echo is dropped.)
             None => {
-                let echo_wire = self.wire.clone();
-                session::start(
-                    shared,
-                    &name,
-                    wire,
-                    ctx,
-                    mailbox,
-                    timing,
-                    Handlers {
-                        // The echo goes out from the reader's thread, as in
-                        // gorilla's echo example: one thread hop less per
-                        // round trip, and echoes keep the order of reads. A
-                        // client that does not read its echoes stops being
-                        // read from until the write timeout drops it. (After
-                        // our Close the echo is dropped.)
-                        on_message: move |message: Message| {
-                            Frame::data(Role::Server, &message)
-                                .is_none_or(|frame| echo_wire.send([&frame]).is_ok())
-                        },
-                        on_end,
-                        on_writer_end,
-                    },
-                )
+                let wire = self.wire.clone();
+                Box::new(move |message: Message| {
+                    Frame::data(Role::Server, &message)
+                        .is_none_or(|frame| wire.send([&frame]).is_ok())
+                })
             }
         };
+        let handlers = Handlers {
+            on_message,
+            on_end,
+            on_writer_end,
+        };
+        let name = format!("wshub-{}", id.0);
+        let wire = self.wire.clone();
+        let started = session::start(&self.shared, &name, wire, ctx, mailbox, timing, handlers);
         if let Err(e) = started {
             error!("{id} ({peer}): cannot start its session: {e}");
             let _ = self.shared.hub.send(HubMsg::Unregister(id));

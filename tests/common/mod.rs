@@ -200,3 +200,51 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `wshub` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_wshub");
+
+/// A child process that is killed and reaped however the test ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+/// The lines `r` produces, as a channel fed by a thread of its own.
+pub fn lines(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits until `n` clients have joined, using the server's own events.
+pub fn joined(events: &crossbeam_channel::Receiver<wshub::Event>, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        if let wshub::Event::Joined { .. } = events.recv_timeout(STEP).expect("join event") {
+            seen += 1;
+        }
+    }
+}

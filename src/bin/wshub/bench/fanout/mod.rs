@@ -14,7 +14,6 @@
 //! measures.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -25,12 +24,16 @@ use humantime::Duration as HumanDuration;
 type Histogram = hdrhistogram::Histogram<u64>;
 /// A reader thread's receivers' counts and its latency histogram.
 type PollerResult = Result<(Vec<ReceiverStats>, Histogram), String>;
-use rustix::buffer::spare_capacity;
 use serde::Serialize;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::raw::{self, Pacer, Polled, RawWriter, Seen};
+mod receive;
+mod send;
+
+use super::raw::{self, Pacer, RawWriter};
 use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
+use receive::{Receiver, ReceiverState, poll_receivers};
+use send::send;
 
 /// Flags of `wshub bench fanout`.
 #[derive(Debug, Args)]
@@ -63,9 +66,14 @@ pub struct FanoutArgs {
     /// client has joined the room.
     #[arg(long, default_value = "500ms")]
     pub settle: HumanDuration,
-    /// Flat out: one system call per message, instead of one for all the
-    /// messages the window allows at that moment.
+    /// Flat out: write all the messages the window allows at that moment
+    /// with one system call (each still its own frame), instead of one
+    /// system call per message as a browser sends them. Flatters a server
+    /// that batches its reads; reported as such.
     #[arg(long)]
+    pub batch_writes: bool,
+    /// One system call per message: the default; kept for old scripts.
+    #[arg(long, hide = true, conflicts_with = "batch_writes")]
     pub write_per_message: bool,
     /// Threads reading the clients' sockets (each one epoll set); default:
     /// one per CPU.
@@ -81,7 +89,7 @@ const HEADER: usize = 28;
 struct Shared {
     base: Instant,
     senders: usize,
-    write_per_message: bool,
+    batch_writes: bool,
     fanout: u32,
     window: u64,
     flat_out: bool,
@@ -154,7 +162,7 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     let shared = Arc::new(Shared {
         base: Instant::now(),
         senders,
-        write_per_message: args.write_per_message,
+        batch_writes: args.batch_writes,
         fanout,
         window,
         flat_out: args.rate <= 0.0,
@@ -369,292 +377,4 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     }
     emit(&report);
     Ok(())
-}
-
-/// One receiving client.
-struct Receiver {
-    reader: raw::RawReader,
-    writer: RawWriter,
-    state: ReceiverState,
-}
-
-/// What one receiver has seen.
-struct ReceiverState {
-    id: usize,
-    skip_own: bool,
-    /// Per sender, the next sequence number expected.
-    next: Vec<u64>,
-    /// Deliveries not yet added to `Shared::delivered`.
-    unpublished: u64,
-    last_ns: u64,
-    /// The read number and the clock reading taken for it.
-    clock: (u64, u64),
-    stats: ReceiverStats,
-}
-
-impl ReceiverState {
-    fn new(id: usize, skip_own: bool, senders: usize) -> ReceiverState {
-        ReceiverState {
-            id,
-            skip_own,
-            next: vec![0; senders],
-            unpublished: 0,
-            last_ns: 0,
-            clock: (u64::MAX, 0),
-            stats: ReceiverStats::default(),
-        }
-    }
-
-    /// Handles one frame; false to stop reading.
-    fn on_frame(
-        &mut self,
-        seen: Seen<'_>,
-        writer: &RawWriter,
-        shared: &Shared,
-        hist: &mut Histogram,
-    ) -> bool {
-        match seen {
-            Seen::Data(p, read) => {
-                // Frames of one read arrived together: one clock reading.
-                if self.clock.0 != read {
-                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
-                }
-                let now = self.clock.1;
-                self.on_data(p, now, shared, hist);
-                true
-            }
-            Seen::Ping(p) => writer.pong(p).is_ok(),
-            Seen::Close(code) => {
-                if !shared.stopping.load(Ordering::Acquire) {
-                    self.stats.close = Some(code.unwrap_or(1005));
-                }
-                false
-            }
-            Seen::Other => true,
-        }
-    }
-
-    fn on_data(&mut self, p: &[u8], now: u64, shared: &Shared, hist: &mut Histogram) {
-        let senders = self.next.len();
-        let parsed = (p.len() >= HEADER)
-            .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
-            .flatten();
-        let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
-            self.stats.foreign += 1;
-            return;
-        };
-        if self.skip_own && s == self.id {
-            self.stats.foreign += 1;
-            return;
-        }
-        let _ = hist.record(now.saturating_sub(sent_at).max(1));
-        let expected = self.next[s];
-        if seq >= expected {
-            self.stats.lost += seq - expected;
-            self.next[s] = seq + 1;
-        } else {
-            self.stats.reordered += 1;
-        }
-        self.stats.delivered += 1;
-        self.last_ns = now;
-        self.unpublished += 1;
-        if self.unpublished == 64 {
-            self.publish(shared);
-        }
-        if shared.flat_out {
-            let slot = &shared.slots[s][(seq % shared.window) as usize];
-            if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
-                slot.store(0, Ordering::Release);
-                shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
-                if shared.waiting[s].load(Ordering::Acquire) {
-                    if let Some(t) = shared.sender_threads.get() {
-                        t[s].unpark();
-                    }
-                }
-            }
-        }
-    }
-
-    fn publish(&mut self, shared: &Shared) {
-        shared.delivered[self.id].fetch_add(self.unpublished, Ordering::Relaxed);
-        self.unpublished = 0;
-    }
-
-    /// The receiver is done: its counts, with the time of its last delivery.
-    fn finish(mut self, shared: &Shared, result: io::Result<()>) -> ReceiverStats {
-        self.publish(shared);
-        if self.stats.delivered > 0 {
-            self.stats.last = Some(shared.base + Duration::from_nanos(self.last_ns));
-        }
-        if let Err(e) = result {
-            // Our own shutdown at the end shows up as a reset or EOF: not an error.
-            if self.stats.close.is_none() && !shared.stopping.load(Ordering::Acquire) {
-                self.stats.error = Some(e.kind().to_string());
-            }
-        }
-        self.stats
-    }
-}
-
-/// One reader thread: drives its receivers from one epoll set until every
-/// one of them has ended (or, after the run, a bounded wait has passed).
-fn poll_receivers(group: Vec<Receiver>, shared: &Shared) -> PollerResult {
-    use rustix::event::epoll;
-    let fail = |e: rustix::io::Errno| format!("epoll: {e}");
-    let set = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
-    for (i, r) in group.iter().enumerate() {
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
-        epoll::add(
-            &set,
-            r.reader.as_fd(),
-            epoll::EventData::new_u64(i as u64),
-            flags,
-        )
-        .map_err(fail)?;
-    }
-    let mut hist = histogram();
-    let mut live: Vec<Option<Receiver>> = group.into_iter().map(Some).collect();
-    let mut done: Vec<Option<ReceiverStats>> = (0..live.len()).map(|_| None).collect();
-    let open = live.len();
-    let mut ended = 0;
-    // Drive one receiver; it moves to `done` when it ends.
-    let mut drive = |i: usize, hist: &mut Histogram| -> bool {
-        let Some(r) = live[i].as_mut() else {
-            return false;
-        };
-        let Receiver {
-            reader,
-            writer,
-            state,
-        } = r;
-        let result = match reader.poll(|seen| state.on_frame(seen, writer, shared, hist)) {
-            Ok(Polled::Pending) => return false,
-            Ok(Polled::Ended) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Some(r) = live[i].take() {
-            done[i] = Some(r.state.finish(shared, result));
-        }
-        true
-    };
-    // Whatever came with the handshake, or before registration.
-    for i in 0..open {
-        if drive(i, &mut hist) {
-            ended += 1;
-        }
-    }
-    let tick = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 50_000_000,
-    };
-    let mut events = Vec::with_capacity(256);
-    let mut stopped_at: Option<Instant> = None;
-    while ended < open {
-        events.clear();
-        match epoll::wait(&set, spare_capacity(&mut events), Some(&tick)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(fail(e)),
-        }
-        for ev in &events {
-            let data = ev.data;
-            if drive(data.u64() as usize, &mut hist) {
-                ended += 1;
-            }
-        }
-        if shared.stopping.load(Ordering::Acquire) {
-            // Every socket has been shut down: each ends at once. Bounded
-            // all the same.
-            let since = *stopped_at.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-        }
-    }
-    let stats = done
-        .into_iter()
-        .zip(live)
-        .filter_map(|(d, l)| d.or_else(|| l.map(|r| r.state.finish(shared, Ok(())))))
-        .collect();
-    Ok((stats, hist))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send(
-    s: usize,
-    shared: &Shared,
-    writer: &RawWriter,
-    size: usize,
-    rate: f64,
-    binary: bool,
-    start: Instant,
-    deadline: Instant,
-) -> u64 {
-    let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
-    let mut payload = vec![b'.'; size];
-    let mut out = Vec::with_capacity(size + 14);
-    let mut seq = 0u64;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        let count = if shared.flat_out {
-            // Wait until message seq - window has reached everyone.
-            while seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
-                shared.waiting[s].store(true, Ordering::Release);
-                if seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
-                    // Woken by the receiver that completes a message; the
-                    // timeout only bounds a wait on a lost one.
-                    thread::park_timeout(Duration::from_millis(20));
-                }
-                shared.waiting[s].store(false, Ordering::Release);
-                if Instant::now() >= deadline {
-                    return seq;
-                }
-            }
-            let free = shared.window - (seq - shared.done[s].load(Ordering::Acquire));
-            if shared.write_per_message { 1 } else { free }
-        } else {
-            // Senders are spread evenly over one period, as independent
-            // users would be: aligned, all S messages would land together
-            // and the latency would measure a burst of S × N deliveries.
-            let phase = s as f64 / (rate * shared.senders as f64);
-            let due = start + Duration::from_secs_f64(phase + seq as f64 / rate);
-            if due > now {
-                thread::sleep(due - now);
-            }
-            1
-        };
-        // Every message its own frame; all that the window allows in one
-        // system call, as a server batches its writes.
-        out.clear();
-        for _ in 0..count {
-            stamp(
-                &mut payload,
-                shared.base.elapsed().as_nanos() as u64,
-                s,
-                seq,
-            );
-            RawWriter::append(opcode, &payload, &mut out);
-            seq += 1;
-        }
-        if writer.write_all(&out).is_err() {
-            break;
-        }
-    }
-    seq
-}
-
-/// Writes the send time, sender and sequence number as hex at the start of
-/// the payload: `{ns:016x}{sender:04x}{seq:08x}`.
-fn stamp(payload: &mut [u8], ns: u64, sender: usize, seq: u64) {
-    fn put(out: &mut [u8], mut v: u64) {
-        for b in out.iter_mut().rev() {
-            *b = b"0123456789abcdef"[(v & 0xf) as usize];
-            v >>= 4;
-        }
-    }
-    put(&mut payload[0..16], ns);
-    put(&mut payload[16..20], sender as u64 & 0xffff);
-    put(&mut payload[20..28], seq & 0xffff_ffff);
 }

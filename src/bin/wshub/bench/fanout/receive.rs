@@ -1,0 +1,222 @@
+//! The receiving side of the fan-out scenario: one epoll set of clients
+//! per reader thread; every frame is checked for order and loss, and its
+//! latency recorded.
+
+use super::*;
+use std::io;
+
+use rustix::buffer::spare_capacity;
+
+use super::raw::{Polled, Seen};
+
+/// One receiving client.
+pub(super) struct Receiver {
+    pub(super) reader: raw::RawReader,
+    pub(super) writer: RawWriter,
+    pub(super) state: ReceiverState,
+}
+
+/// What one receiver has seen.
+pub(super) struct ReceiverState {
+    id: usize,
+    skip_own: bool,
+    /// Per sender, the next sequence number expected.
+    next: Vec<u64>,
+    /// Deliveries not yet added to `Shared::delivered`.
+    unpublished: u64,
+    last_ns: u64,
+    /// The read number and the clock reading taken for it.
+    clock: (u64, u64),
+    stats: ReceiverStats,
+}
+
+impl ReceiverState {
+    pub(super) fn new(id: usize, skip_own: bool, senders: usize) -> ReceiverState {
+        ReceiverState {
+            id,
+            skip_own,
+            next: vec![0; senders],
+            unpublished: 0,
+            last_ns: 0,
+            clock: (u64::MAX, 0),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Handles one frame; false to stop reading.
+    fn on_frame(
+        &mut self,
+        seen: Seen<'_>,
+        writer: &RawWriter,
+        shared: &Shared,
+        hist: &mut Histogram,
+    ) -> bool {
+        match seen {
+            Seen::Data(p, read) => {
+                // Frames of one read arrived together: one clock reading.
+                if self.clock.0 != read {
+                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
+                }
+                let now = self.clock.1;
+                // A server may merge queued text messages into one frame,
+                // separated by newlines (gorilla's chat does); our payloads
+                // hold no newline, so each piece is one message.
+                for message in p.split(|&b| b == b'\n') {
+                    self.on_data(message, now, shared, hist);
+                }
+                true
+            }
+            Seen::Ping(p) => writer.pong(p).is_ok(),
+            Seen::Close(code) => {
+                if !shared.stopping.load(Ordering::Acquire) {
+                    self.stats.close = Some(code.unwrap_or(1005));
+                }
+                false
+            }
+            Seen::Other => true,
+        }
+    }
+
+    fn on_data(&mut self, p: &[u8], now: u64, shared: &Shared, hist: &mut Histogram) {
+        let senders = self.next.len();
+        let parsed = (p.len() >= HEADER)
+            .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
+            .flatten();
+        let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
+            self.stats.foreign += 1;
+            return;
+        };
+        if self.skip_own && s == self.id {
+            self.stats.foreign += 1;
+            return;
+        }
+        let _ = hist.record(now.saturating_sub(sent_at).max(1));
+        let expected = self.next[s];
+        if seq >= expected {
+            self.stats.lost += seq - expected;
+            self.next[s] = seq + 1;
+        } else {
+            self.stats.reordered += 1;
+        }
+        self.stats.delivered += 1;
+        self.last_ns = now;
+        self.unpublished += 1;
+        if self.unpublished == 64 {
+            self.publish(shared);
+        }
+        if shared.flat_out {
+            let slot = &shared.slots[s][(seq % shared.window) as usize];
+            if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
+                slot.store(0, Ordering::Release);
+                shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
+                if shared.waiting[s].load(Ordering::Acquire) {
+                    if let Some(t) = shared.sender_threads.get() {
+                        t[s].unpark();
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, shared: &Shared) {
+        shared.delivered[self.id].fetch_add(self.unpublished, Ordering::Relaxed);
+        self.unpublished = 0;
+    }
+
+    /// The receiver is done: its counts, with the time of its last delivery.
+    fn finish(mut self, shared: &Shared, result: io::Result<()>) -> ReceiverStats {
+        self.publish(shared);
+        if self.stats.delivered > 0 {
+            self.stats.last = Some(shared.base + Duration::from_nanos(self.last_ns));
+        }
+        if let Err(e) = result {
+            // Our own shutdown at the end shows up as a reset or EOF: not an error.
+            if self.stats.close.is_none() && !shared.stopping.load(Ordering::Acquire) {
+                self.stats.error = Some(e.kind().to_string());
+            }
+        }
+        self.stats
+    }
+}
+
+/// One reader thread: drives its receivers from one epoll set until every
+/// one of them has ended (or, after the run, a bounded wait has passed).
+pub(super) fn poll_receivers(group: Vec<Receiver>, shared: &Shared) -> PollerResult {
+    use rustix::event::epoll;
+    let fail = |e: rustix::io::Errno| format!("epoll: {e}");
+    let set = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+    for (i, r) in group.iter().enumerate() {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+        epoll::add(
+            &set,
+            r.reader.as_fd(),
+            epoll::EventData::new_u64(i as u64),
+            flags,
+        )
+        .map_err(fail)?;
+    }
+    let mut hist = histogram();
+    let mut live: Vec<Option<Receiver>> = group.into_iter().map(Some).collect();
+    let mut done: Vec<Option<ReceiverStats>> = (0..live.len()).map(|_| None).collect();
+    let open = live.len();
+    let mut ended = 0;
+    // Drive one receiver; it moves to `done` when it ends.
+    let mut drive = |i: usize, hist: &mut Histogram| -> bool {
+        let Some(r) = live[i].as_mut() else {
+            return false;
+        };
+        let Receiver {
+            reader,
+            writer,
+            state,
+        } = r;
+        let result = match reader.poll(|seen| state.on_frame(seen, writer, shared, hist)) {
+            Ok(Polled::Pending) => return false,
+            Ok(Polled::Ended) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Some(r) = live[i].take() {
+            done[i] = Some(r.state.finish(shared, result));
+        }
+        true
+    };
+    // Whatever came with the handshake, or before registration.
+    for i in 0..open {
+        if drive(i, &mut hist) {
+            ended += 1;
+        }
+    }
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    };
+    let mut events = Vec::with_capacity(256);
+    let mut stopped_at: Option<Instant> = None;
+    while ended < open {
+        events.clear();
+        match epoll::wait(&set, spare_capacity(&mut events), Some(&tick)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        for ev in &events {
+            let data = ev.data;
+            if drive(data.u64() as usize, &mut hist) {
+                ended += 1;
+            }
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            // Every socket has been shut down: each ends at once. Bounded
+            // all the same.
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+    }
+    let stats = done
+        .into_iter()
+        .zip(live)
+        .filter_map(|(d, l)| d.or_else(|| l.map(|r| r.state.finish(shared, Ok(())))))
+        .collect();
+    Ok((stats, hist))
+}
