@@ -39,6 +39,11 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 << 10;
 /// Default stack size of the reader and writer threads. Only touched pages
 /// count against memory, but the reservation counts against address space.
 pub const DEFAULT_THREAD_STACK_BYTES: usize = 128 << 10;
+/// Default listen backlog: connections the kernel completes and queues
+/// before the acceptor takes them. std's own is 128, which 2,000 clients
+/// connecting at once overflow (some then stall a second on a SYN
+/// retransmit). Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Default capacity of each [`Server::events`](crate::Server::events) receiver.
 pub const DEFAULT_EVENT_QUEUE: usize = 4096;
 
@@ -59,6 +64,9 @@ pub struct Config {
     /// Address to listen on. Default [`DEFAULT_ADDR`]; port 0 picks a free port
     /// (see [`Server::local_addr`](crate::Server::local_addr)).
     pub addr: SocketAddr,
+    /// Listen backlog (Unix; elsewhere std's). Default
+    /// [`DEFAULT_LISTEN_BACKLOG`].
+    pub listen_backlog: u32,
     /// Bound on each write of a frame batch; a peer that does not take the
     /// bytes in time is dropped. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: Duration,
@@ -115,6 +123,7 @@ impl Default for Config {
             addr: DEFAULT_ADDR
                 .parse()
                 .expect("DEFAULT_ADDR is a valid address"),
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,

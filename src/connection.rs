@@ -96,7 +96,7 @@ impl Connection {
             ping_interval: options.ping_interval,
             close_timeout: options.close_timeout,
         };
-        let mailbox = outbox::new(Bound::NONE, Some(options.send_queue));
+        let mailbox = outbox::new(Bound::NONE, Some(options.send_queue), None);
         let outbox = mailbox.0.clone();
         // Unbounded: the reader must never block on a slow consumer while
         // owning the only path by which pongs are answered.

@@ -19,6 +19,23 @@
 //!   close channel, a done channel and a ping ticker as well costs about
 //!   1 KiB per client, and no less CPU per wake-up).
 //!
+//! # Delivery without a wake-up
+//!
+//! Waking a sleeping writer thread costs a futex wake and two context
+//! switches per delivery, which at light load is most of the server's
+//! work. So an outbox made with a direct `Wire` (the server's chat
+//! clients) first tries to write an offered entry itself, on the offering
+//! thread (the hub): only when nothing is queued or being written for the
+//! connection (`pending` is zero), only for entries up to
+//! [`DIRECT_MAX_BYTES`], and only if the write lock is free and the socket
+//! takes the bytes at once (`Wire::try_send_now`). What the socket does not
+//! take is queued as the first entry, so the writer finishes the frame and
+//! then owns the connection until its queue is empty again. Pings and
+//! Close never take this path; large messages and slow clients keep the
+//! queued path. Order holds because the hub is the only thread that offers
+//! data to a server client, and the writer lowers `pending` only after the
+//! entries it took are on the socket.
+//!
 //! Invariants: [`Outbox::offer`] is the only way counted data gets in, and
 //! [`Mailbox::taken`] the only way it is uncounted, so the load is what
 //! waits in the queue (as with gorilla's `send` channel). A chat
@@ -40,7 +57,11 @@ use crossbeam_channel::{
 use tungstenite::protocol::CloseFrame;
 
 use crate::hub::ClientId;
-use crate::wire::Frame;
+use crate::wire::{Direct, Frame, Wire};
+
+/// Largest offer the hub writes itself; larger ones go to the writer (a
+/// partial write's rest is copied, so this bounds the copy too).
+pub(crate) const DIRECT_MAX_BYTES: usize = 64 << 10;
 
 /// One entry of a connection's queue.
 #[derive(Clone, Debug)]
@@ -104,6 +125,8 @@ struct State {
     /// Queued and not yet taken by the writer.
     messages: AtomicUsize,
     bytes: AtomicUsize,
+    /// Data entries queued or being written by the writer.
+    pending: AtomicUsize,
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
@@ -114,6 +137,8 @@ struct State {
 pub(crate) struct Outbox {
     tx: Sender<Out>,
     state: Arc<State>,
+    /// Where [`Outbox::offer`] may write directly (see the module doc).
+    direct: Option<Arc<Wire>>,
 }
 
 /// The writer's half.
@@ -124,8 +149,13 @@ pub(crate) struct Mailbox {
 
 /// A new mailbox: unbounded channel with `bound` checked on every offer
 /// (the server's clients), or a channel of `capacity` entries on which
-/// [`Outbox::send`] blocks (the dialling side).
-pub(crate) fn new(bound: Bound, capacity: Option<usize>) -> (Outbox, Mailbox) {
+/// [`Outbox::send`] blocks (the dialling side). With `direct`, offers may
+/// be written at once to that wire; only one thread may then offer.
+pub(crate) fn new(
+    bound: Bound,
+    capacity: Option<usize>,
+    direct: Option<Arc<Wire>>,
+) -> (Outbox, Mailbox) {
     let (tx, rx) = match capacity {
         Some(n) => bounded(n.max(1)),
         None => unbounded(),
@@ -134,6 +164,7 @@ pub(crate) fn new(bound: Bound, capacity: Option<usize>) -> (Outbox, Mailbox) {
         bound,
         messages: AtomicUsize::new(0),
         bytes: AtomicUsize::new(0),
+        pending: AtomicUsize::new(0),
         raised: AtomicBool::new(false),
         close: Mutex::new(None),
         reader_done: AtomicBool::new(false),
@@ -142,33 +173,57 @@ pub(crate) fn new(bound: Bound, capacity: Option<usize>) -> (Outbox, Mailbox) {
         Outbox {
             tx,
             state: state.clone(),
+            direct,
         },
         Mailbox { rx, state },
     )
 }
 
 impl Outbox {
-    /// Queues `entry`, which carries `messages` frames of `bytes` bytes for
-    /// this connection, unless that would take what waits past the bound.
-    /// Never blocks.
+    /// Delivers `entry`, which carries `messages` frames of `bytes` bytes
+    /// for this connection: written at once when the connection is keeping
+    /// up (see the module doc), otherwise queued unless that would take
+    /// what waits past the bound. Never blocks.
     pub(crate) fn offer(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
+        if let Some(wire) = &self.direct {
+            if bytes <= DIRECT_MAX_BYTES && self.state.pending.load(Ordering::Acquire) == 0 {
+                match wire.try_send_now(entry.frames()) {
+                    Direct::Done => return Ok(()),
+                    // Half a frame is on the wire: the rest must follow
+                    // first, whatever the bound says.
+                    Direct::Partial(rest) => {
+                        let len = rest.len();
+                        return self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
+                    }
+                    Direct::NotNow => {}
+                }
+            }
+        }
         let s = &self.state;
-        let queued = s.messages.fetch_add(messages, Ordering::Relaxed);
-        let queued_bytes = s.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let outcome = if queued + messages > s.bound.messages
+        let queued = s.messages.load(Ordering::Relaxed);
+        let queued_bytes = s.bytes.load(Ordering::Relaxed);
+        if queued + messages > s.bound.messages
             || queued_bytes.saturating_add(bytes) > s.bound.bytes
         {
-            Err(Refused::Full)
-        } else {
-            self.tx.try_send(entry).map_err(|e| match e {
+            return Err(Refused::Full);
+        }
+        self.enqueue(entry, messages, bytes)
+    }
+
+    /// Counts and queues a data entry.
+    fn enqueue(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
+        let s = &self.state;
+        s.messages.fetch_add(messages, Ordering::Relaxed);
+        s.bytes.fetch_add(bytes, Ordering::Relaxed);
+        s.pending.fetch_add(1, Ordering::AcqRel);
+        self.tx.try_send(entry).map_err(|e| {
+            s.pending.fetch_sub(1, Ordering::AcqRel);
+            self.uncount(messages, bytes);
+            match e {
                 TrySendError::Full(_) => Refused::Full,
                 TrySendError::Disconnected(_) => Refused::Gone,
-            })
-        };
-        if outcome.is_err() {
-            self.uncount(messages, bytes);
-        }
-        outcome
+            }
+        })
     }
 
     /// Queues one data frame, waiting while the channel is full (the
@@ -177,7 +232,9 @@ impl Outbox {
         let len = frame.len();
         self.state.messages.fetch_add(1, Ordering::Relaxed);
         self.state.bytes.fetch_add(len, Ordering::Relaxed);
+        self.state.pending.fetch_add(1, Ordering::AcqRel);
         self.tx.send(Out::Frame(frame)).map_err(|_| {
+            self.state.pending.fetch_sub(1, Ordering::AcqRel);
             self.uncount(1, len);
             Refused::Gone
         })
@@ -268,6 +325,13 @@ impl Mailbox {
         self.rx.try_recv().ok()
     }
 
+    /// Tells offerers that `entries` data entries the writer took are now
+    /// on the socket (or failed): once none is pending, offers may be
+    /// written directly again.
+    pub(crate) fn written(&self, entries: usize) {
+        self.state.pending.fetch_sub(entries, Ordering::AcqRel);
+    }
+
     /// Uncounts what the writer has taken out of the queue.
     pub(crate) fn taken(&self, messages: usize, bytes: usize) {
         self.state.messages.fetch_sub(messages, Ordering::Relaxed);
@@ -327,6 +391,7 @@ mod tests {
                 bytes: 1 << 20,
             },
             None,
+            None,
         );
         let f = frame();
         assert_eq!(outbox.offer(Out::Frame(f.clone()), 1, f.len()), Ok(()));
@@ -343,7 +408,7 @@ mod tests {
 
     #[test]
     fn offer_to_a_gone_writer_is_refused_as_gone() {
-        let (outbox, mailbox) = new(Bound::NONE, None);
+        let (outbox, mailbox) = new(Bound::NONE, None, None);
         drop(mailbox);
         let f = frame();
         assert_eq!(
@@ -354,7 +419,7 @@ mod tests {
 
     #[test]
     fn signals_wake_the_writer() {
-        let (outbox, mailbox) = new(Bound::NONE, None);
+        let (outbox, mailbox) = new(Bound::NONE, None, None);
         outbox.reader_done();
         assert!(matches!(mailbox.waiter().next(None), Ok(Out::Wake)));
         assert!(mailbox.take_raised());

@@ -373,6 +373,8 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
         let bytes: usize = batch.iter().flat_map(Out::frames).map(Frame::len).sum();
         mailbox.taken(count, bytes);
         let result = wire.send(batch.iter().flat_map(Out::frames));
+        // On the socket now: the hub may write to this connection itself again.
+        mailbox.written(batch.iter().filter(|e| !matches!(e, Out::Wake)).count());
         batch.clear();
         if let Err(e) = result {
             break Some(format!("write failed: {e}"));

@@ -8,6 +8,13 @@
 //! (bounded by the write timeout), never while reading. `Wire` also records
 //! whether our Close has gone out, after which nothing else may be written.
 //!
+//! Besides the blocking writes of the connection's own threads, a
+//! non-blocking one ([`Wire::try_send_now`]): `try_lock` and
+//! `send(MSG_DONTWAIT)`, for the hub to deliver to a connection that keeps
+//! up without waking its writer thread (see `outbox`). It never waits —
+//! not for the lock, not for the socket — and reports what it could not
+//! write.
+//!
 //! [`Frame`] is a complete frame, header and payload, encoded once: a server
 //! frame is unmasked, so one broadcast frame serves every receiver, and
 //! cloning it is a reference-count bump on the payload.
@@ -73,6 +80,17 @@ impl Frame {
         }
     }
 
+    /// Bytes already encoded (the unwritten rest of a partial write): they
+    /// go out as they are.
+    pub(crate) fn raw(bytes: Bytes) -> Frame {
+        Frame {
+            head: [0; 14],
+            head_len: 0,
+            close: false,
+            body: bytes,
+        }
+    }
+
     /// Encodes a text or binary message; other kinds are refused.
     pub(crate) fn data(role: Role, message: &Message) -> Option<Frame> {
         match message {
@@ -126,6 +144,18 @@ impl Frame {
             IoSlice::new(&self.body),
         ]
     }
+}
+
+/// What [`Wire::try_send_now`] did.
+#[derive(Debug)]
+pub(crate) enum Direct {
+    /// Everything went out (or was dropped: our Close went first, or the
+    /// socket failed).
+    Done,
+    /// The socket took only the first bytes; these are the rest.
+    Partial(Bytes),
+    /// Nothing was written: the lock was held or the socket was full.
+    NotNow,
 }
 
 /// One connection's socket and the lock that serialises writes to it.
@@ -219,6 +249,78 @@ impl Wire {
     pub(crate) fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
         self.locked_write(false, || self.write_all(&mut [IoSlice::new(bytes)]))
             .map(|_| ())
+    }
+
+    /// Writes `frames` now if that costs no wait: the write lock is free
+    /// and the socket takes the bytes without blocking (`MSG_DONTWAIT`).
+    /// The caller must know that nothing else is queued for this
+    /// connection, so that order holds. What the socket did not take comes
+    /// back as [`Direct::Partial`], to be written before anything else.
+    /// Frames after our Close are dropped, as by [`send`](Self::send).
+    #[cfg(unix)]
+    pub(crate) fn try_send_now<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> Direct {
+        use rustix::io::Errno;
+        use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Direct::NotNow,
+        };
+        if state.close_sent || state.broken {
+            return Direct::Done;
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        let mut n = 0;
+        for frame in frames {
+            if n + 2 > slices.len() {
+                return Direct::NotNow;
+            }
+            for s in frame.slices() {
+                if !s.is_empty() {
+                    slices[n] = s;
+                    n += 1;
+                }
+            }
+        }
+        let slices = &slices[..n];
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        match sendmsg(
+            &self.stream,
+            slices,
+            &mut SendAncillaryBuffer::default(),
+            flags,
+        ) {
+            Ok(written) if written == total => Direct::Done,
+            Ok(written) => {
+                let mut rest = Vec::with_capacity(total - written);
+                let mut skip = written;
+                for s in slices {
+                    if skip >= s.len() {
+                        skip -= s.len();
+                    } else {
+                        rest.extend_from_slice(&s[skip..]);
+                        skip = 0;
+                    }
+                }
+                Direct::Partial(Bytes::from(rest))
+            }
+            Err(e) if e == Errno::WOULDBLOCK || e == Errno::INTR => Direct::NotNow,
+            Err(_) => {
+                // As a failed blocking write: nothing more goes out, and the
+                // reader wakes up to end the connection.
+                state.broken = true;
+                self.done.store(true, Ordering::Release);
+                self.shutdown(Shutdown::Both);
+                Direct::Done
+            }
+        }
+    }
+
+    /// Without `MSG_DONTWAIT` every write goes through the writer thread.
+    #[cfg(not(unix))]
+    pub(crate) fn try_send_now<'a>(&self, _frames: impl IntoIterator<Item = &'a Frame>) -> Direct {
+        Direct::NotNow
     }
 
     /// Runs `write` under the lock, unless our Close is out or an earlier

@@ -94,6 +94,7 @@ impl Server {
     pub fn start(config: Config) -> Result<Server> {
         config.validate()?;
         let listener = TcpListener::bind(config.addr)?;
+        set_backlog(&listener, config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let assets = Assets::new(config.static_dir.as_deref())?;
         let ws_config = WebSocketConfig::default()
@@ -225,6 +226,19 @@ impl Server {
         }
         info!("shut down in {:?}", started.elapsed());
     }
+}
+
+/// Listens again with the configured backlog (std binds with 128; on
+/// Linux a second `listen` on a listening socket only changes the backlog).
+#[cfg(unix)]
+fn set_backlog(listener: &TcpListener, backlog: u32) -> std::io::Result<()> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    rustix::net::listen(listener, backlog).map_err(std::io::Error::from)
+}
+
+#[cfg(not(unix))]
+fn set_backlog(_listener: &TcpListener, _backlog: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 impl Drop for Server {

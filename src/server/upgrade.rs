@@ -72,12 +72,12 @@ impl Conn {
             Role::Server,
             Some(self.shared.ws_config),
         ));
-        // An echo client's outbox carries only its Close: no bound needed.
-        let bound = match room {
-            Some(_) => self.shared.bound,
-            None => outbox::Bound::NONE,
+        // A chat client's outbox is bounded and written to directly when
+        // it keeps up; an echo client's carries only its Close.
+        let mailbox = match room {
+            Some(_) => outbox::new(self.shared.bound, None, Some(self.wire.clone())),
+            None => outbox::new(outbox::Bound::NONE, None, None),
         };
-        let mailbox = outbox::new(bound, None);
         if !self.register(room.clone(), &mailbox.0) {
             return;
         }

@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
+    /// Listen backlog (capped by the kernel's net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    pub listen_backlog: u32,
     /// Bound on every write to a client; slower clients are dropped.
     #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT.into())]
     pub write_timeout: HumanDuration,
@@ -178,6 +181,7 @@ impl ServeArgs {
         let bytes = |b: ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
         Config {
             addr: self.addr,
+            listen_backlog: self.listen_backlog,
             write_timeout: self.write_timeout.into(),
             pong_timeout: self.pong_timeout.into(),
             ping_interval: self.ping_interval.into(),
