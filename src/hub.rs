@@ -28,7 +28,9 @@ use log::{info, warn};
 use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::outbox::{Out, Outbox, Refused};
+pub(crate) use crate::fanout::Lanes;
+use crate::fanout::{Delivery, LaneMembers};
+use crate::outbox::Outbox;
 use crate::session::close_frame;
 use crate::wire::Frame;
 
@@ -74,6 +76,7 @@ pub enum Event {
 }
 
 /// A connection as the hub sees it.
+#[derive(Clone)]
 pub(crate) struct Member {
     pub id: ClientId,
     /// `None` for echo clients: known to the hub only so shutdown reaches them.
@@ -107,9 +110,10 @@ pub(crate) struct Limits {
     pub bytes: usize,
 }
 
-#[derive(Default)]
 struct Hub {
-    rooms: HashMap<Arc<str>, Vec<Member>>,
+    /// Each room's members, split by fan-out lane.
+    rooms: HashMap<Arc<str>, Vec<LaneMembers>>,
+    lanes: Lanes,
     /// Which room each chat member is in.
     where_is: HashMap<ClientId, Arc<str>>,
     echo: HashMap<ClientId, Member>,
@@ -135,8 +139,15 @@ struct Pending {
 /// writes them with one system call, instead of being woken per message.
 /// Per-sender order is kept (frames go into each queue in arrival order),
 /// and a join or leave first delivers what arrived before it.
-pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
-    let mut hub = Hub::default();
+pub(crate) fn run(inbox: Receiver<HubMsg>, lanes: Lanes) {
+    let mut hub = Hub {
+        rooms: HashMap::new(),
+        lanes,
+        where_is: HashMap::new(),
+        echo: HashMap::new(),
+        subscribers: Vec::new(),
+        dropped_events: 0,
+    };
     let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
     while let Ok(first) = inbox.recv() {
         let mut next = Some(first);
@@ -161,7 +172,7 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                     // Otherwise the sender left (or was evicted) before its message got here.
                 }
                 other => {
-                    hub.deliver(&mut burst, limits);
+                    hub.deliver(&mut burst);
                     match other {
                         HubMsg::Register(member) => hub.register(member),
                         HubMsg::Unregister(id) => hub.unregister(id),
@@ -180,7 +191,7 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, limits: Limits) {
                 None
             };
         }
-        hub.deliver(&mut burst, limits);
+        hub.deliver(&mut burst);
     }
 }
 
@@ -192,7 +203,13 @@ impl Hub {
         };
         let (client, peer) = (member.id, member.peer);
         self.where_is.insert(client, room.clone());
-        self.rooms.entry(room.clone()).or_default().push(member);
+        let lanes = self.lanes.count();
+        let lane = self.lanes.lane_of(client);
+        let room_lanes = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| (0..lanes).map(|_| Arc::new(Vec::new())).collect());
+        Arc::make_mut(&mut room_lanes[lane]).push(member);
         self.emit(|| Event::Joined { client, room, peer });
     }
 
@@ -207,9 +224,10 @@ impl Hub {
     }
 
     fn leave(&mut self, client: ClientId, room: Arc<str>) {
-        if let Some(members) = self.rooms.get_mut(&room) {
-            members.retain(|m| m.id != client);
-            if members.is_empty() {
+        let lane = self.lanes.lane_of(client);
+        if let Some(room_lanes) = self.rooms.get_mut(&room) {
+            Arc::make_mut(&mut room_lanes[lane]).retain(|m| m.id != client);
+            if room_lanes.iter().all(|members| members.is_empty()) {
                 self.rooms.remove(&room);
             }
         }
@@ -217,8 +235,9 @@ impl Hub {
     }
 
     /// Fans out a burst of broadcasts: per room, the frames go into one
-    /// shared slice, and each member's queue gets one entry pointing at it.
-    fn deliver(&mut self, burst: &mut Vec<Pending>, limits: Limits) {
+    /// shared slice, and each member's outbox is offered one entry
+    /// pointing at it, lane by lane (see `fanout`).
+    fn deliver(&mut self, burst: &mut Vec<Pending>) {
         if burst.is_empty() {
             return;
         }
@@ -228,60 +247,17 @@ impl Hub {
                 rooms.push(p.room.clone());
             }
         }
-        let mut evicted = Vec::new();
-        for room in &rooms {
-            let Some(members) = self.rooms.get(room) else {
+        for room in rooms {
+            let Some(room_lanes) = self.rooms.get(&room) else {
                 continue;
             };
             let frames: Arc<[(Option<ClientId>, Frame)]> = burst
                 .iter()
-                .filter(|p| p.room == *room)
+                .filter(|p| p.room == room)
                 .map(|p| (p.from, p.frame.clone()))
                 .collect();
-            let total = (
-                frames.len(),
-                frames.iter().map(|(_, f)| f.len()).sum::<usize>(),
-            );
-            // What each sender contributed: members do not get their own.
-            let mut own: Vec<(ClientId, usize, usize)> = Vec::new();
-            for (from, f) in frames.iter() {
-                if let Some(id) = from {
-                    match own.iter_mut().find(|(o, ..)| o == id) {
-                        Some(entry) => {
-                            entry.1 += 1;
-                            entry.2 += f.len();
-                        }
-                        None => own.push((*id, 1, f.len())),
-                    }
-                }
-            }
-            for m in members {
-                let skip = (!limits.echo_sender).then_some(m.id);
-                let (count, bytes) = match own.iter().find(|(o, ..)| Some(*o) == skip) {
-                    Some(&(_, c, b)) => (total.0 - c, total.1 - b),
-                    None => total,
-                };
-                if count == 0 {
-                    continue;
-                }
-                let entry = Out::Burst {
-                    frames: frames.clone(),
-                    skip,
-                };
-                if let Err(refused) = m.outbox.offer(entry, count, bytes) {
-                    if refused == Refused::Full {
-                        warn!(
-                            "{} evicted from room {room:?}: send queue full ({} messages / {} bytes max)",
-                            m.id, limits.messages, limits.bytes
-                        );
-                        m.outbox
-                            .close_now(close_frame(CloseCode::Policy, "send queue full"));
-                    }
-                    // A gone writer means its reader unregisters soon. No
-                    // more deliveries either way.
-                    evicted.push((m.id, room.clone()));
-                }
-            }
+            self.lanes
+                .dispatch(room_lanes, Delivery::new(room.clone(), frames));
         }
         for p in burst.drain(..) {
             if let Some(client) = p.from {
@@ -292,15 +268,12 @@ impl Hub {
                 });
             }
         }
-        for (id, room) in evicted {
-            self.where_is.remove(&id);
-            self.leave(id, room);
-        }
     }
 
     fn shutdown(&mut self) {
         let close = close_frame(CloseCode::Away, "server shutting down");
-        let all = self.rooms.values().flatten().chain(self.echo.values());
+        let all =
+            (self.rooms.values().flatten().flat_map(|lane| lane.iter())).chain(self.echo.values());
         let mut n = 0;
         for m in all {
             m.outbox.close_now(close.clone());

@@ -43,6 +43,7 @@ mod config;
 mod connection;
 mod dial;
 mod error;
+mod fanout;
 pub mod file_frame;
 mod handshake;
 mod http;

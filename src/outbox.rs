@@ -127,6 +127,8 @@ struct State {
     bytes: AtomicUsize,
     /// Data entries queued or being written by the writer.
     pending: AtomicUsize,
+    /// Refused for good: a full outbox whose writer was asked to close.
+    evicted: AtomicBool,
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
@@ -165,6 +167,7 @@ pub(crate) fn new(
         messages: AtomicUsize::new(0),
         bytes: AtomicUsize::new(0),
         pending: AtomicUsize::new(0),
+        evicted: AtomicBool::new(false),
         raised: AtomicBool::new(false),
         close: Mutex::new(None),
         reader_done: AtomicBool::new(false),
@@ -185,6 +188,9 @@ impl Outbox {
     /// up (see the module doc), otherwise queued unless that would take
     /// what waits past the bound. Never blocks.
     pub(crate) fn offer(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
+        if self.state.evicted.load(Ordering::Relaxed) {
+            return Err(Refused::Gone);
+        }
         if let Some(wire) = &self.direct {
             if bytes <= DIRECT_MAX_BYTES && self.state.pending.load(Ordering::Acquire) == 0 {
                 match wire.try_send_now(entry.frames()) {
@@ -261,6 +267,16 @@ impl Outbox {
             slot.get_or_insert(frame);
         }
         self.raise();
+    }
+
+    /// Refuses every later offer and asks the writer to close with
+    /// `frame`. True the first time (the one to log).
+    pub(crate) fn evict(&self, frame: CloseFrame) -> bool {
+        if self.state.evicted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.close_now(frame);
+        true
     }
 
     /// Tells the writer that the reader has exited.

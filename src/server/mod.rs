@@ -130,9 +130,12 @@ impl Server {
             live: Mutex::new(Live::default()),
             changed: Condvar::new(),
         });
+        // The lanes' threads start here, before `start` returns, so that a
+        // caller counting threads sees all of the server's.
+        let lanes = hub::Lanes::start(limits);
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
-            .spawn(move || hub::run(hub_rx, limits))?;
+            .spawn(move || hub::run(hub_rx, lanes))?;
         let acceptor_shared = shared.clone();
         let acceptor = thread::Builder::new()
             .name("wshub-accept".into())

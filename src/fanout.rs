@@ -1,0 +1,192 @@
+//! The hub's fan-out lanes: one broadcast burst written to many members in
+//! parallel, one lane per CPU (at most [`MAX_LANES`]).
+//!
+//! Since the hub writes to clients that keep up itself (see `outbox`),
+//! fanning a message out to a large room is a system call per member, and
+//! on one thread the last member of a 1,000-client room would wait for 999
+//! writes before its own. So each member belongs to a lane, by its id: lane
+//! 0 is the hub thread itself, the others are helper threads that the hub
+//! hands each burst to. The hub still owns membership and decides the
+//! order; a lane only delivers.
+//!
+//! Invariants: a member is always served by the same lane, and a lane
+//! works through its bursts in the order the hub made them, so every member
+//! receives a room's messages in the hub's one order, and each outbox has
+//! one offering thread (what its direct writes need). Lanes never block on
+//! a member; a helper's queue of bursts is unbounded, but the hub makes a
+//! burst only from what readers sent it through its bounded inbox.
+//!
+//! May touch: member outboxes; nothing of the hub's maps.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Sender, unbounded};
+use log::{debug, warn};
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::hub::{ClientId, Limits, Member};
+use crate::outbox::{Out, Refused};
+use crate::session::close_frame;
+use crate::wire::Frame;
+
+/// Most lanes, whatever the CPU count.
+pub(crate) const MAX_LANES: usize = 4;
+
+/// One room's share of a burst: its frames, in the hub's order.
+pub(crate) struct Delivery {
+    pub room: Arc<str>,
+    pub frames: Arc<[(Option<ClientId>, Frame)]>,
+    /// Frames and bytes in all.
+    pub total: (usize, usize),
+    /// What each sender contributed (members do not get their own back).
+    pub own: Vec<(ClientId, usize, usize)>,
+}
+
+impl Delivery {
+    /// The burst of `frames` for `room`, with its sums.
+    pub(crate) fn new(room: Arc<str>, frames: Arc<[(Option<ClientId>, Frame)]>) -> Delivery {
+        let total = (
+            frames.len(),
+            frames.iter().map(|(_, f)| f.len()).sum::<usize>(),
+        );
+        let mut own: Vec<(ClientId, usize, usize)> = Vec::new();
+        for (from, f) in frames.iter() {
+            if let Some(id) = from {
+                match own.iter_mut().find(|(o, ..)| o == id) {
+                    Some(entry) => {
+                        entry.1 += 1;
+                        entry.2 += f.len();
+                    }
+                    None => own.push((*id, 1, f.len())),
+                }
+            }
+        }
+        Delivery {
+            room,
+            frames,
+            total,
+            own,
+        }
+    }
+}
+
+/// A lane's members of one room, shared with the hub (copied on write).
+pub(crate) type LaneMembers = Arc<Vec<Member>>;
+
+struct Job {
+    members: LaneMembers,
+    delivery: Arc<Delivery>,
+}
+
+/// The lanes: the hub's own, and the helpers'.
+pub(crate) struct Lanes {
+    helpers: Vec<(Sender<Job>, JoinHandle<()>)>,
+    limits: Limits,
+}
+
+impl Lanes {
+    /// One lane per CPU, at most [`MAX_LANES`]; fewer if helper threads
+    /// cannot be started (down to the hub's own lane alone).
+    pub(crate) fn start(limits: Limits) -> Lanes {
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let mut helpers = Vec::new();
+        for lane in 1..cpus.clamp(1, MAX_LANES) {
+            match spawn_helper(lane, limits) {
+                Ok(helper) => helpers.push(helper),
+                Err(e) => {
+                    warn!("hub: no fan-out lane {lane}: {e}");
+                    break;
+                }
+            }
+        }
+        debug!("hub: {} fan-out lanes", helpers.len() + 1);
+        Lanes { helpers, limits }
+    }
+
+    /// How many lanes there are.
+    pub(crate) fn count(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    /// The lane that serves `id`, always the same one.
+    pub(crate) fn lane_of(&self, id: ClientId) -> usize {
+        (id.0 % self.count() as u64) as usize
+    }
+
+    /// Delivers one room's burst: helpers' lanes are handed theirs, the
+    /// hub's own lane (`lanes[0]`) is written on this thread.
+    pub(crate) fn dispatch(&self, lanes: &[LaneMembers], delivery: Delivery) {
+        let delivery = Arc::new(delivery);
+        for (members, (helper, _)) in lanes.iter().skip(1).zip(&self.helpers) {
+            if !members.is_empty() {
+                let job = Job {
+                    members: members.clone(),
+                    delivery: delivery.clone(),
+                };
+                if let Err(e) = helper.send(job) {
+                    // A helper that panicked: its members get nothing more,
+                    // and the hub is not held up.
+                    debug!(
+                        "hub: a fan-out lane is gone: {} members skipped",
+                        e.0.members.len()
+                    );
+                }
+            }
+        }
+        if let Some(own) = lanes.first() {
+            deliver(own, &delivery, self.limits);
+        }
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        for (helper, thread) in self.helpers.drain(..) {
+            drop(helper);
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn_helper(lane: usize, limits: Limits) -> io::Result<(Sender<Job>, JoinHandle<()>)> {
+    let (tx, rx) = unbounded::<Job>();
+    let thread = thread::Builder::new()
+        .name(format!("wshub-lane-{lane}"))
+        .spawn(move || {
+            for job in rx {
+                deliver(&job.members, &job.delivery, limits);
+            }
+        })?;
+    Ok((tx, thread))
+}
+
+/// Offers `d` to each member (less its own frames, unless echoed); a
+/// member whose outbox is full is evicted with 1008, once.
+fn deliver(members: &[Member], d: &Delivery, limits: Limits) {
+    for m in members {
+        let skip = (!limits.echo_sender).then_some(m.id);
+        let (count, bytes) = match d.own.iter().find(|(o, ..)| Some(*o) == skip) {
+            Some(&(_, c, b)) => (d.total.0 - c, d.total.1 - b),
+            None => d.total,
+        };
+        if count == 0 {
+            continue;
+        }
+        let entry = Out::Burst {
+            frames: d.frames.clone(),
+            skip,
+        };
+        if let Err(Refused::Full) = m.outbox.offer(entry, count, bytes) {
+            let close = close_frame(CloseCode::Policy, "send queue full");
+            if m.outbox.evict(close) {
+                warn!(
+                    "{} evicted from room {:?}: send queue full ({} messages / {} bytes max)",
+                    m.id, d.room, limits.messages, limits.bytes
+                );
+            }
+        }
+        // A gone writer means its reader unregisters soon.
+    }
+}
