@@ -9,6 +9,9 @@
 //! hands each burst to. The hub still owns membership and decides the
 //! order; a lane only delivers.
 //!
+//! The first [`SMALL_ROOM`] members of a room are all the hub's, so a small
+//! room costs no hand-off; later joiners are spread by id.
+//!
 //! Invariants: a member is always served by the same lane, and a lane
 //! works through its bursts in the order the hub made them, so every member
 //! receives a room's messages in the hub's one order, and each outbox has
@@ -33,6 +36,9 @@ use crate::wire::Frame;
 
 /// Most lanes, whatever the CPU count.
 pub(crate) const MAX_LANES: usize = 4;
+
+/// Members a room has before joiners are spread over the lanes.
+const SMALL_ROOM: usize = 32;
 
 /// One room's share of a burst: its frames, in the hub's order.
 pub(crate) struct Delivery {
@@ -110,9 +116,16 @@ impl Lanes {
         self.helpers.len() + 1
     }
 
-    /// The lane that serves `id`, always the same one.
-    pub(crate) fn lane_of(&self, id: ClientId) -> usize {
-        (id.0 % self.count() as u64) as usize
+    /// The lane for `id`, joining a room of `room_size` members; the
+    /// caller keeps it for the member's life. The first members of a room
+    /// are the hub's: a small room is written without a hand-off (one
+    /// thread wake-up less per message).
+    pub(crate) fn lane_of(&self, id: ClientId, room_size: usize) -> usize {
+        if room_size < SMALL_ROOM {
+            0
+        } else {
+            (id.0 % self.count() as u64) as usize
+        }
     }
 
     /// Delivers one room's burst: helpers' lanes are handed theirs, the

@@ -115,7 +115,7 @@ struct Hub {
     rooms: HashMap<Arc<str>, Vec<LaneMembers>>,
     lanes: Lanes,
     /// Which room each chat member is in.
-    where_is: HashMap<ClientId, Arc<str>>,
+    where_is: HashMap<ClientId, (Arc<str>, usize)>,
     echo: HashMap<ClientId, Member>,
     subscribers: Vec<Sender<Event>>,
     dropped_events: u64,
@@ -159,9 +159,9 @@ pub(crate) fn run(inbox: Receiver<HubMsg>, lanes: Lanes) {
                     frame,
                     message,
                 } => {
-                    if let Some(room) =
-                        room.or_else(|| from.and_then(|id| hub.where_is.get(&id).cloned()))
-                    {
+                    if let Some(room) = room.or_else(|| {
+                        from.and_then(|id| hub.where_is.get(&id).map(|(room, _)| room.clone()))
+                    }) {
                         burst.push(Pending {
                             from,
                             room,
@@ -202,14 +202,15 @@ impl Hub {
             return;
         };
         let (client, peer) = (member.id, member.peer);
-        self.where_is.insert(client, room.clone());
         let lanes = self.lanes.count();
-        let lane = self.lanes.lane_of(client);
         let room_lanes = self
             .rooms
             .entry(room.clone())
             .or_insert_with(|| (0..lanes).map(|_| Arc::new(Vec::new())).collect());
+        let size = room_lanes.iter().map(|l| l.len()).sum();
+        let lane = self.lanes.lane_of(client, size);
         Arc::make_mut(&mut room_lanes[lane]).push(member);
+        self.where_is.insert(client, (room.clone(), lane));
         self.emit(|| Event::Joined { client, room, peer });
     }
 
@@ -218,13 +219,12 @@ impl Hub {
             return;
         }
         // Absent means already evicted: nothing to do, as in gorilla.
-        if let Some(room) = self.where_is.remove(&id) {
-            self.leave(id, room);
+        if let Some((room, lane)) = self.where_is.remove(&id) {
+            self.leave(id, room, lane);
         }
     }
 
-    fn leave(&mut self, client: ClientId, room: Arc<str>) {
-        let lane = self.lanes.lane_of(client);
+    fn leave(&mut self, client: ClientId, room: Arc<str>, lane: usize) {
         if let Some(room_lanes) = self.rooms.get_mut(&room) {
             Arc::make_mut(&mut room_lanes[lane]).retain(|m| m.id != client);
             if room_lanes.iter().all(|members| members.is_empty()) {
@@ -281,8 +281,8 @@ impl Hub {
         }
         info!("hub: closing {n} clients");
         self.echo.clear();
-        for (client, room) in std::mem::take(&mut self.where_is) {
-            self.leave(client, room);
+        for (client, (room, lane)) in std::mem::take(&mut self.where_is) {
+            self.leave(client, room, lane);
         }
     }
 

@@ -1,0 +1,67 @@
+//! A delivery to a client that keeps up is written by the hub, without
+//! waking the client's writer thread. One test in its own binary: it reads
+//! this process's threads by name, which another server in the same
+//! process would share.
+
+mod common;
+
+use common::*;
+use tungstenite::Message;
+use wshub::Event;
+
+/// Context switches of this process's thread named `name` so far.
+#[cfg(target_os = "linux")]
+fn switches_of_thread(name: &str) -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let field = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        return Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?);
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_delivery_to_a_client_that_keeps_up_does_not_wake_its_writer() {
+    let server = start(config());
+    let events = server.events();
+    let addr = server.local_addr();
+    let mut a = ws(addr, "/ws/quiet");
+    joined(&events, 1);
+    let mut b = ws(addr, "/ws/quiet");
+    let b_id = loop {
+        if let Event::Joined { client, .. } = events.recv_timeout(STEP).expect("b joins") {
+            break client;
+        }
+    };
+    let writer = format!("wshub-{}-write", b_id.0);
+    eventually("b's writer thread is running", || {
+        switches_of_thread(&writer).is_some()
+    });
+    let before = switches_of_thread(&writer).expect("b's writer");
+    const N: u64 = 200;
+    for i in 0..N {
+        a.send(Message::text(format!("m{i}"))).unwrap();
+        assert_eq!(next(&mut b), Message::text(format!("m{i}")));
+    }
+    let after = switches_of_thread(&writer).expect("b's writer");
+    // A writer woken for each delivery would switch at least N times.
+    assert!(
+        after - before < N / 10,
+        "b's writer switched {} times for {N} deliveries",
+        after - before
+    );
+    close(&mut a);
+    close(&mut b);
+}
