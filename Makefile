@@ -3,7 +3,7 @@ CARGO ?= cargo
 ADDR ?= 0.0.0.0:8080
 ARGS ?=
 
-.PHONY: run build test e2e autobahn bench soak lint doc clean
+.PHONY: run build test e2e autobahn bench bench-vs soak lint doc clean
 
 ## Build (release) and start the server on :8080; open http://localhost:8080/
 run:
@@ -31,6 +31,14 @@ autobahn:
 ## Every benchmark scenario, 3 runs each (minutes; not part of test): BENCHMARKS.md's figures and docs/*.png
 bench:
 	bash scripts/bench.sh
+
+## Side by side with another server (default: gorilla's chat example, built by
+## scripts/build_gorilla_chat.sh), interleaved, 3 runs: BENCHMARKS.md's ratios
+GORILLA ?= /tmp/gorilla-chat/chat
+OTHER ?= $(GORILLA) -addr 127.0.0.1:PORT
+OTHER_NAME ?= gorilla
+bench-vs: build
+	bash scripts/bench_vs.sh wshub './target/release/wshub serve --addr 127.0.0.1:PORT --echo-sender --log-level error' $(OTHER_NAME) '$(OTHER)'
 
 ## 30 minutes of steady chat with joins and leaves; RSS, threads, fds sampled into docs/soak.csv and docs/soak.png
 soak:

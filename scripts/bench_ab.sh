@@ -51,7 +51,7 @@ for i in $(seq "$RUNS"); do
     run "$side:one-to-10" "$srv" "$gen" fanout --url ws://127.0.0.1:PORT/ws/b --clients 11 --senders 1 --window 64 --duration 5s
     run "$side:light-1000" "$srv" "$gen" fanout --url ws://127.0.0.1:PORT/ws/b --clients 1000 --senders 10 --rate 10 --duration 5s
     if [ "$what" = server ]; then
-      run "$side:one-to-10-wpm" "$srv" "$gen" fanout --url ws://127.0.0.1:PORT/ws/b --clients 11 --senders 1 --window 64 --write-per-message --duration 5s
+      run "$side:one-to-10-batched" "$srv" "$gen" fanout --url ws://127.0.0.1:PORT/ws/b --clients 11 --senders 1 --window 64 --batch-writes --duration 5s
       run "$side:churn" "$srv" "$gen" churn --url ws://127.0.0.1:PORT/echo --duration 4s
       run "$side:idle-2000" "$srv" "$gen" idle --url ws://127.0.0.1:PORT/ws/idle --clients 2000 --connect-rate 5000
     fi

@@ -63,7 +63,7 @@ def main(path):
     p = out.append
     p("| scenario | runs | deliveries/s | latency p50 | latency p99 | server CPU µs/delivery | lost |")
     p("|---|---|---|---|---|---|---|")
-    order = ["fanout-100x10", "fanout-100x10-wpm", "light-1000", "one-to-10", "one-to-10-wpm", "big-16MiB"] + [f"scale-{n}" for n in (10, 100, 1000, 5000)]
+    order = ["fanout-100x10", "fanout-100x10-batched", "light-1000", "one-to-10", "one-to-10-batched", "big-16MiB"] + [f"scale-{n}" for n in (10, 100, 1000, 5000)]
     for label in order:
         rs = runs.get(label)
         if not rs:

@@ -30,9 +30,8 @@ use log::{debug, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::hub::{ClientId, Limits, Member};
-use crate::outbox::{Out, Refused};
+use crate::outbox::{Burst, Refused};
 use crate::session::close_frame;
-use crate::wire::Frame;
 
 /// Most lanes, whatever the CPU count.
 pub(crate) const MAX_LANES: usize = 4;
@@ -43,7 +42,7 @@ const SMALL_ROOM: usize = 32;
 /// One room's share of a burst: its frames, in the hub's order.
 pub(crate) struct Delivery {
     pub room: Arc<str>,
-    pub frames: Arc<[(Option<ClientId>, Frame)]>,
+    pub frames: Burst,
     /// Frames and bytes in all.
     pub total: (usize, usize),
     /// What each sender contributed (members do not get their own back).
@@ -52,7 +51,7 @@ pub(crate) struct Delivery {
 
 impl Delivery {
     /// The burst of `frames` for `room`, with its sums.
-    pub(crate) fn new(room: Arc<str>, frames: Arc<[(Option<ClientId>, Frame)]>) -> Delivery {
+    pub(crate) fn new(room: Arc<str>, frames: Burst) -> Delivery {
         let total = (
             frames.len(),
             frames.iter().map(|(_, f)| f.len()).sum::<usize>(),
@@ -187,11 +186,7 @@ fn deliver(members: &[Member], d: &Delivery, limits: Limits) {
         if count == 0 {
             continue;
         }
-        let entry = Out::Burst {
-            frames: d.frames.clone(),
-            skip,
-        };
-        if let Err(Refused::Full) = m.outbox.offer(entry, count, bytes) {
+        if let Err(Refused::Full) = m.outbox.offer(&d.frames, skip, count, bytes) {
             let close = close_frame(CloseCode::Policy, "send queue full");
             if m.outbox.evict(close) {
                 warn!(

@@ -63,6 +63,10 @@ use crate::wire::{Direct, Frame, Wire};
 /// partial write's rest is copied, so this bounds the copy too).
 pub(crate) const DIRECT_MAX_BYTES: usize = 64 << 10;
 
+/// Frames the hub fanned out together, with who sent each (`None`: the
+/// host program), shared by every receiver of the room.
+pub(crate) type Burst = Arc<[(Option<ClientId>, Frame)]>;
+
 /// One entry of a connection's queue.
 #[derive(Clone, Debug)]
 pub(crate) enum Out {
@@ -71,7 +75,7 @@ pub(crate) enum Out {
     /// Frames the hub fanned out together, shared by every receiver's
     /// queue; those sent by `skip` are not for this receiver.
     Burst {
-        frames: Arc<[(Option<ClientId>, Frame)]>,
+        frames: Burst,
         skip: Option<ClientId>,
     },
     /// No frame: wakes the writer to look at its signals.
@@ -86,12 +90,19 @@ impl Out {
             Out::Burst { frames, skip } => (None, &frames[..], *skip),
             Out::Wake => (None, &[][..], None),
         };
-        one.into_iter().chain(
-            many.iter()
-                .filter(move |(from, _)| skip.is_none() || *from != skip)
-                .map(|(_, f)| f),
-        )
+        one.into_iter().chain(burst_frames(many, skip))
     }
+}
+
+/// The frames of a burst that go to a receiver that skips `skip`'s own.
+fn burst_frames(
+    frames: &[(Option<ClientId>, Frame)],
+    skip: Option<ClientId>,
+) -> impl Iterator<Item = &Frame> {
+    frames
+        .iter()
+        .filter(move |(from, _)| skip.is_none() || *from != skip)
+        .map(|(_, f)| f)
 }
 
 /// How much may wait in one outbox before [`Outbox::offer`] refuses.
@@ -183,17 +194,25 @@ pub(crate) fn new(
 }
 
 impl Outbox {
-    /// Delivers `entry`, which carries `messages` frames of `bytes` bytes
-    /// for this connection: written at once when the connection is keeping
-    /// up (see the module doc), otherwise queued unless that would take
-    /// what waits past the bound. Never blocks.
-    pub(crate) fn offer(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
+    /// Delivers the frames of `burst` not sent by `skip` — `messages`
+    /// frames of `bytes` bytes — to this connection: written at once when
+    /// the connection is keeping up (see the module doc), otherwise queued
+    /// unless that would take what waits past the bound. Never blocks. (A
+    /// direct write touches no reference count: many lanes deliver the same
+    /// burst at once.)
+    pub(crate) fn offer(
+        &self,
+        burst: &Burst,
+        skip: Option<ClientId>,
+        messages: usize,
+        bytes: usize,
+    ) -> Result<(), Refused> {
         if self.state.evicted.load(Ordering::Relaxed) {
             return Err(Refused::Gone);
         }
         if let Some(wire) = &self.direct {
             if bytes <= DIRECT_MAX_BYTES && self.state.pending.load(Ordering::Acquire) == 0 {
-                match wire.try_send_now(entry.frames()) {
+                match wire.try_send_now(burst_frames(burst, skip)) {
                     Direct::Done => return Ok(()),
                     // Half a frame is on the wire: the rest must follow
                     // first, whatever the bound says.
@@ -213,6 +232,10 @@ impl Outbox {
         {
             return Err(Refused::Full);
         }
+        let entry = Out::Burst {
+            frames: burst.clone(),
+            skip,
+        };
         self.enqueue(entry, messages, bytes)
     }
 
@@ -399,6 +422,10 @@ mod tests {
         Frame::data(Role::Server, &tungstenite::Message::text("hi")).expect("data")
     }
 
+    fn burst(f: &Frame) -> Burst {
+        Arc::from(vec![(None, f.clone())])
+    }
+
     #[test]
     fn offer_refuses_past_the_bound_and_uncounts() {
         let (outbox, mailbox) = new(
@@ -410,16 +437,16 @@ mod tests {
             None,
         );
         let f = frame();
-        assert_eq!(outbox.offer(Out::Frame(f.clone()), 1, f.len()), Ok(()));
-        assert_eq!(outbox.offer(Out::Frame(f.clone()), 1, f.len()), Ok(()));
+        assert_eq!(outbox.offer(&burst(&f), None, 1, f.len()), Ok(()));
+        assert_eq!(outbox.offer(&burst(&f), None, 1, f.len()), Ok(()));
         assert_eq!(
-            outbox.offer(Out::Frame(f.clone()), 1, f.len()),
+            outbox.offer(&burst(&f), None, 1, f.len()),
             Err(Refused::Full)
         );
         // What the writer takes makes room again.
         assert!(mailbox.try_next().is_some());
         mailbox.taken(1, f.len());
-        assert_eq!(outbox.offer(Out::Frame(f.clone()), 1, f.len()), Ok(()));
+        assert_eq!(outbox.offer(&burst(&f), None, 1, f.len()), Ok(()));
     }
 
     #[test]
@@ -428,7 +455,7 @@ mod tests {
         drop(mailbox);
         let f = frame();
         assert_eq!(
-            outbox.offer(Out::Frame(f.clone()), 1, f.len()),
+            outbox.offer(&burst(&f), None, 1, f.len()),
             Err(Refused::Gone)
         );
     }
