@@ -39,6 +39,27 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 << 10;
 /// Default stack size of the reader and writer threads. Only touched pages
 /// count against memory, but the reservation counts against address space.
 pub const DEFAULT_THREAD_STACK_BYTES: usize = 128 << 10;
+/// Default time a started message may take to arrive completely (the
+/// WebSocket form of slowloris); after it the connection is closed with 1008.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The memory budget where `/proc/meminfo` cannot be read: 1 GiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES_FALLBACK: usize = 1 << 30;
+
+/// The default memory budget ([`Config::max_buffered_bytes`]): a quarter
+/// of the machine's memory (`MemTotal` in `/proc/meminfo`), or
+/// [`DEFAULT_MAX_BUFFERED_BYTES_FALLBACK`] where that is unknown.
+pub fn default_max_buffered_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024) / 4)
+        })
+        .filter(|&bytes| bytes > 0)
+        .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES_FALLBACK)
+}
+
 /// Default listen backlog: connections the kernel completes and queues
 /// before the acceptor takes them. std's own is 128, which 2,000 clients
 /// connecting at once overflow (some then stall a second on a SYN
@@ -84,6 +105,17 @@ pub struct Config {
     /// Largest message (and frame) accepted from a client; larger closes with
     /// 1009. Default [`DEFAULT_MAX_MESSAGE_BYTES`].
     pub max_message_bytes: usize,
+    /// The memory budget: the most bytes the server holds on its clients'
+    /// behalf at once — messages being received and not yet complete, and
+    /// frames queued for writers (a frame shared by many queues counts
+    /// once). A message that would take it over is refused with 1013; when
+    /// queues take it over, the clients with the most queued are evicted.
+    /// Default [`default_max_buffered_bytes`]: a quarter of the memory.
+    pub max_buffered_bytes: usize,
+    /// How long a message may take from its first byte to its last; a
+    /// connection that takes longer is closed with 1008. Default
+    /// [`DEFAULT_MESSAGE_TIMEOUT`].
+    pub message_timeout: Duration,
     /// Deadline for a whole HTTP request head; also the keep-alive idle time.
     /// Default [`DEFAULT_HEAD_TIMEOUT`].
     pub head_timeout: Duration,
@@ -130,6 +162,8 @@ impl Default for Config {
             send_queue: DEFAULT_SEND_QUEUE,
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_buffered_bytes: default_max_buffered_bytes(),
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -151,6 +185,9 @@ impl Config {
         let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
         if self.send_queue == 0 {
             return bad("send queue must hold at least one message");
+        }
+        if self.max_buffered_bytes == 0 || self.message_timeout.is_zero() {
+            return bad("the memory budget and the message timeout must be positive");
         }
         if self.max_message_bytes == 0 || self.read_buffer_bytes == 0 {
             return bad("message limit and read buffer must be positive");

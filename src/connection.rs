@@ -21,7 +21,7 @@ use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::dial::{ConnectOptions, Dialed, dial};
 use crate::outbox::{self, Bound, Outbox};
-use crate::session::{self, Ending, Handlers, Spawn, Timing, close_frame};
+use crate::session::{self, Ending, Handlers, Parts, Spawn, Timing, close_frame};
 use crate::wire::{Frame, Wire};
 use crate::{Error, Result};
 
@@ -95,6 +95,9 @@ impl Connection {
         let timing = Timing {
             ping_interval: options.ping_interval,
             close_timeout: options.close_timeout,
+            pong_timeout: options.pong_timeout,
+            // The dialling side trusts its server: no message timeout.
+            message_timeout: Duration::MAX,
         };
         let mailbox = outbox::new(Bound::NONE, Some(options.send_queue), None);
         let outbox = mailbox.0.clone();
@@ -107,12 +110,16 @@ impl Connection {
         let reader_ending = ending.clone();
         let end_inbox: Sender<Message> = inbox_tx.clone();
         let threads = Threads::default();
+        let parts = Parts {
+            wire: wire.clone(),
+            ctx,
+            mailbox,
+            memory: None,
+        };
         let started = session::start(
             &threads,
             "wshub-conn",
-            wire.clone(),
-            ctx,
-            mailbox,
+            parts,
             timing,
             Handlers {
                 on_message: move |m| inbox_tx.send(m).is_ok(),

@@ -30,6 +30,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 pub(crate) use crate::fanout::Lanes;
 use crate::fanout::{Delivery, LaneMembers};
+use crate::memory::Memory;
 use crate::outbox::Outbox;
 use crate::session::close_frame;
 use crate::wire::Frame;
@@ -114,6 +115,8 @@ struct Hub {
     /// Each room's members, split by fan-out lane.
     rooms: HashMap<Arc<str>, Vec<LaneMembers>>,
     lanes: Lanes,
+    /// The server's memory budget: over it, the largest queues go.
+    memory: Arc<Memory>,
     /// Which room each chat member is in.
     where_is: HashMap<ClientId, (Arc<str>, usize)>,
     echo: HashMap<ClientId, Member>,
@@ -139,10 +142,11 @@ struct Pending {
 /// writes them with one system call, instead of being woken per message.
 /// Per-sender order is kept (frames go into each queue in arrival order),
 /// and a join or leave first delivers what arrived before it.
-pub(crate) fn run(inbox: Receiver<HubMsg>, lanes: Lanes) {
+pub(crate) fn run(inbox: Receiver<HubMsg>, lanes: Lanes, memory: Arc<Memory>) {
     let mut hub = Hub {
         rooms: HashMap::new(),
         lanes,
+        memory,
         where_is: HashMap::new(),
         echo: HashMap::new(),
         subscribers: Vec::new(),
@@ -266,6 +270,43 @@ impl Hub {
                     room: p.room,
                     message: p.message,
                 });
+            }
+        }
+        self.enforce_budget();
+    }
+
+    /// While what the server buffers is over what queues may take of its
+    /// budget (see `Memory::queue_excess`), evicts the clients with the
+    /// most bytes queued (1008), largest first; their queues are dropped at
+    /// once. A frame that other queues still hold frees nothing, so this
+    /// goes on until the total is under it.
+    fn enforce_budget(&mut self) {
+        if self.memory.queue_excess().is_none() {
+            return;
+        }
+        let mut queued: Vec<(usize, &Member)> = self
+            .rooms
+            .values()
+            .flatten()
+            .flat_map(|lane| lane.iter())
+            .map(|m| (m.outbox.queued_bytes(), m))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        queued.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        for (bytes, m) in queued {
+            if self.memory.queue_excess().is_none() {
+                break;
+            }
+            let close = close_frame(CloseCode::Policy, "send queue over the memory budget");
+            if m.outbox.evict(close) {
+                self.memory.count_evicted();
+                warn!(
+                    "{} evicted from room {:?}: {bytes} bytes queued while the server holds {} of its {} byte budget",
+                    m.id,
+                    m.room.as_deref().unwrap_or(""),
+                    self.memory.used(),
+                    self.memory.limit()
+                );
             }
         }
     }

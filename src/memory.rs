@@ -14,9 +14,9 @@
 //!
 //! When incoming bytes would take the total over the limit, the reader
 //! that pushes it over fails with [`OverBudget`] (the session closes it
-//! with 1013 and frees its buffer at once). When the total is over the
-//! limit anyway (queues grew), the hub evicts the clients with the most
-//! bytes queued. Everything is relaxed atomics on paths that already run:
+//! with 1013 and frees its buffer at once). When the total passes three
+//! quarters of the limit (queues grew; the last quarter is for messages
+//! being received), the hub evicts the clients with the most bytes queued. Everything is relaxed atomics on paths that already run:
 //! no lock, no allocation, no system call per frame.
 //!
 //! May touch: its own counters; nothing else.
@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::OpCode;
 
 /// The budget and its counters. One per server, shared by every thread.
 #[derive(Debug)]
@@ -59,9 +60,13 @@ impl Memory {
         self.limit
     }
 
-    /// How far over the limit the total is, if it is.
-    pub(crate) fn excess(&self) -> Option<usize> {
-        self.used().checked_sub(self.limit).filter(|&e| e > 0)
+    /// How far the total is over what queued frames may fill: three
+    /// quarters of the limit. The last quarter is kept for messages being
+    /// received, so that queues growing behind slow readers get their
+    /// owners evicted before they crowd out the senders.
+    pub(crate) fn queue_excess(&self) -> Option<usize> {
+        let queue_limit = self.limit - self.limit / 4;
+        self.used().checked_sub(queue_limit).filter(|&e| e > 0)
     }
 
     /// Counts `bytes` more; `false` (and nothing counted) if that would
@@ -204,11 +209,6 @@ impl Tracker {
         self.since.and_then(|t| t.checked_add(self.message_timeout))
     }
 
-    /// Bytes of the unfinished message.
-    pub(crate) fn held(&self) -> usize {
-        self.held
-    }
-
     /// Takes `bytes` just read; refuses them when the budget cannot hold
     /// what they add to an unfinished message.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Refusal> {
@@ -223,7 +223,7 @@ impl Tracker {
                         Ok(Some((header, length))) => {
                             let used = cursor.position() as usize - *len as usize;
                             bytes = &bytes[used..];
-                            let data = !header.opcode.is_control();
+                            let data = matches!(header.opcode, OpCode::Data(_));
                             if data && self.since.is_none() {
                                 self.since = Some(Instant::now());
                             }

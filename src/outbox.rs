@@ -152,6 +152,9 @@ pub(crate) struct Outbox {
     state: Arc<State>,
     /// Where [`Outbox::offer`] may write directly (see the module doc).
     direct: Option<Arc<Wire>>,
+    /// The queue's own end, to empty it when the client is evicted (only
+    /// with `direct`: the server's unbounded queues).
+    drain: Option<Receiver<Out>>,
 }
 
 /// The writer's half.
@@ -187,6 +190,7 @@ pub(crate) fn new(
         Outbox {
             tx,
             state: state.clone(),
+            drain: direct.as_ref().map(|_| rx.clone()),
             direct,
         },
         Mailbox { rx, state },
@@ -292,14 +296,40 @@ impl Outbox {
         self.raise();
     }
 
-    /// Refuses every later offer and asks the writer to close with
-    /// `frame`. True the first time (the one to log).
+    /// Refuses every later offer, drops what is queued (its memory is
+    /// freed now, not when the writer gets to it) and asks the writer to
+    /// close with `frame`. True the first time (the one to log).
     pub(crate) fn evict(&self, frame: CloseFrame) -> bool {
         if self.state.evicted.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.close_now(frame);
+        let mut cut = false;
+        if let Some(rx) = &self.drain {
+            while let Ok(entry) = rx.try_recv() {
+                if let Out::Frame(f) = &entry {
+                    // The rest of a frame already half on the wire: no
+                    // Close can follow it cleanly.
+                    cut |= f.is_raw();
+                }
+                if !matches!(entry, Out::Wake) {
+                    let (count, bytes) = entry
+                        .frames()
+                        .fold((0, 0), |(c, b), f| (c + 1, b + f.len()));
+                    self.uncount(count, bytes);
+                    self.state.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        match (&self.direct, cut) {
+            (Some(wire), true) => wire.shutdown(std::net::Shutdown::Both),
+            _ => self.close_now(frame),
+        }
         true
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.state.bytes.load(Ordering::Relaxed)
     }
 
     /// Tells the writer that the reader has exited.

@@ -16,8 +16,10 @@
 //! * **Every write goes through `Wire`**, whose mutex is held only for the
 //!   duration of one write of whole frames (bounded by the write timeout).
 //!   The context's automatic pongs reach the socket through
-//!   `ReaderIo`, which writes them under that lock,
-//!   so a pong can never land in the middle of a data frame.
+//!   `ReadSide`, which writes them under that lock,
+//!   so a pong can never land in the middle of a data frame. `ReadSide`'s
+//!   reads pass through the connection's `memory::Tracker`: the memory
+//!   budget and the message timeout are enforced below the context.
 //! * The **writer never touches the context**: data frames arrive already
 //!   encoded (`Frame`), and it encodes its own pings and Close. It takes
 //!   every frame already queued and writes them in one vectored system call —
@@ -42,7 +44,7 @@
 //! May touch: the connection's `Wire`, its outbox, its context; what a
 //! message means is the caller's (`on_message`).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,14 +52,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
+use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, WebSocketContext};
 
 use crate::error::is_timeout;
+use crate::memory::{Memory, Refusal, Tracker};
 use crate::outbox::{Mailbox, Out, Outbox};
-use crate::wire::{Frame, MAX_BATCH, ReaderIo, Wire};
+use crate::wire::{Frame, MAX_BATCH, Wire};
 
 /// A batch of at least this many frames means the connection is busy.
 const YIELD_AFTER: usize = 16;
+
+/// The writer takes no more than this out of its queue for one write: a
+/// write to a slow reader can hold its frames for the whole write timeout,
+/// and the memory budget cannot take them back meanwhile.
+const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// How a connection ended, as the reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +102,10 @@ impl std::fmt::Display for Ending {
 pub(crate) struct Timing {
     pub ping_interval: Duration,
     pub close_timeout: Duration,
+    /// The socket's read timeout when no message is unfinished.
+    pub pong_timeout: Duration,
+    /// How long a started message may take to complete.
+    pub message_timeout: Duration,
 }
 
 /// Starts threads for [`start`]: the server's are counted against its
@@ -116,6 +128,19 @@ pub(crate) struct Handlers<M, E, W> {
     pub on_writer_end: W,
 }
 
+/// What a session runs on.
+pub(crate) struct Parts {
+    /// The socket's shared write side.
+    pub wire: Arc<Wire>,
+    /// The reader's protocol state (boxed: moved into the reader's thread,
+    /// it would otherwise be copied through the thread start-up's frames).
+    pub ctx: Box<WebSocketContext>,
+    /// The writer's queue, both ends.
+    pub mailbox: (Outbox, Mailbox),
+    /// The budget incoming messages count against (none: count nothing).
+    pub memory: Option<Arc<Memory>>,
+}
+
 /// Starts a session's writer, then its reader, each on a thread of its
 /// own from `spawner`. `name` becomes `{name}-write` and `{name}-read`.
 ///
@@ -125,9 +150,7 @@ pub(crate) struct Handlers<M, E, W> {
 pub(crate) fn start<M, E, W>(
     spawner: &dyn Spawn,
     name: &str,
-    wire: Arc<Wire>,
-    mut ctx: Box<WebSocketContext>,
-    (outbox, mailbox): (Outbox, Mailbox),
+    parts: Parts,
     timing: Timing,
     handlers: Handlers<M, E, W>,
 ) -> io::Result<()>
@@ -141,6 +164,12 @@ where
         on_end,
         on_writer_end,
     } = handlers;
+    let Parts {
+        wire,
+        mut ctx,
+        mailbox: (outbox, mailbox),
+        memory,
+    } = parts;
     let writer_wire = wire.clone();
     let writer = spawner.spawn(
         format!("{name}-write"),
@@ -156,7 +185,13 @@ where
         Box::new(move || {
             // Dropped after `on_end`: the writer outlives what the reader says.
             let _exit = reader_outbox.on_reader_exit();
-            let ending = read_loop(&reader_wire, &mut ctx, &reader_outbox, timing, |m| {
+            let mut io = ReadSide {
+                wire: &reader_wire,
+                tracker: Tracker::new(memory.clone(), timing.message_timeout),
+                pong_timeout: timing.pong_timeout,
+                timeout: timing.pong_timeout,
+            };
+            let ending = read_loop(&mut io, &mut ctx, &reader_outbox, timing, memory, |m| {
                 on_message(m)
             });
             on_end(ending);
@@ -170,20 +205,82 @@ where
     Ok(())
 }
 
+/// The `Read + Write` view tungstenite's reader gets: reads block on the
+/// socket with no lock held and pass through the connection's tracker;
+/// writes (pongs) go through the [`Wire`] lock.
+struct ReadSide<'a> {
+    wire: &'a Wire,
+    tracker: Tracker,
+    pong_timeout: Duration,
+    /// The socket's read timeout now.
+    timeout: Duration,
+}
+
+impl Read for ReadSide<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // An unfinished message must be complete by its deadline: the
+            // socket's timeout comes down towards it, by halves (a system
+            // call per halving, not per read), so a stalled message ends
+            // within twice the time it had left.
+            let wanted = match self.tracker.deadline() {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::other(Refusal::MessageTimeout));
+                    }
+                    if left * 2 <= self.timeout {
+                        left
+                    } else {
+                        self.timeout
+                    }
+                }
+                None => self.pong_timeout,
+            };
+            if wanted != self.timeout {
+                self.wire.stream().set_read_timeout(Some(wanted))?;
+                self.timeout = wanted;
+            }
+            match self.wire.stream().read(buf) {
+                Ok(n) => {
+                    self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
+                    return Ok(n);
+                }
+                // The shortened timeout ran out: the deadline decides.
+                Err(e) if is_timeout(&e) && self.timeout < self.pong_timeout => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for ReadSide<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.send_raw(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The reader loop. Blocks until the connection ends; `on_message` gets
 /// every text and binary message and returns `false` when it can take no
 /// more (its destination is gone), which closes with 1001. The answer to
 /// the peer's Close goes into the connection's own `outbox`, behind what
 /// is already queued (an echo of the peer's last message, say).
 fn read_loop(
-    wire: &Wire,
+    io: &mut ReadSide<'_>,
     ctx: &mut WebSocketContext,
     outbox: &Outbox,
     timing: Timing,
+    memory: Option<Arc<Memory>>,
     mut on_message: impl FnMut(Message) -> bool,
 ) -> Ending {
+    let wire = io.wire;
     loop {
-        match ctx.read(&mut ReaderIo(wire)) {
+        match ctx.read(io) {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                 // Data that arrives after our Close is still delivered: the
                 // peer may send until its own Close (RFC 6455 1.4).
@@ -209,6 +306,25 @@ fn read_loop(
                 return Ending::PeerClosed(frame);
             }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Err(tungstenite::Error::Io(e)) if Refusal::of(&e).is_some() => {
+                // Free what the refused message holds at once, not after
+                // the close handshake's linger.
+                *ctx = WebSocketContext::new(
+                    wire.role(),
+                    Some(WebSocketConfig::default().read_buffer_size(64)),
+                );
+                io.tracker.release();
+                let (code, reason) = match Refusal::of(&e) {
+                    Some(refusal @ Refusal::OverBudget { .. }) => {
+                        if let Some(memory) = &memory {
+                            memory.count_refused();
+                        }
+                        (CloseCode::Again, refusal.to_string())
+                    }
+                    _ => (CloseCode::Policy, "message timeout".to_string()),
+                };
+                return close_with(wire, outbox, code, &reason, timing);
+            }
             Err(e) => return fail(wire, outbox, e, timing),
         }
     }
@@ -354,13 +470,15 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
         let mut close = None;
         let mut next = Some(item);
         let mut count = 0;
+        let mut taken_bytes = 0;
         while let Some(item) = next.take() {
             match item {
                 Out::Frame(f) if f.is_close() => close = Some(f),
                 item => {
                     count += item.frames().count();
+                    taken_bytes += item.frames().map(Frame::len).sum::<usize>();
                     batch.push(item);
-                    if count < MAX_BATCH {
+                    if count < MAX_BATCH && taken_bytes < MAX_BATCH_BYTES {
                         next = mailbox.try_next();
                     }
                 }
@@ -370,8 +488,7 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
         // what waits, as with gorilla's channel. (Subtracting after the
         // write would count frames the peer already has while this thread
         // waits to be scheduled.)
-        let bytes: usize = batch.iter().flat_map(Out::frames).map(Frame::len).sum();
-        mailbox.taken(count, bytes);
+        mailbox.taken(count, taken_bytes);
         let result = wire.send(batch.iter().flat_map(Out::frames));
         // On the socket now: the hub may write to this connection itself again.
         mailbox.written(batch.iter().filter(|e| !matches!(e, Out::Wake)).count());

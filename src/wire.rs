@@ -22,7 +22,7 @@
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tungstenite::Bytes;
@@ -31,6 +31,7 @@ use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role};
 
 use crate::error::is_timeout;
+use crate::memory::{Charge, Memory};
 
 /// Frames written per system call at most (two slices each, under IOV_MAX).
 pub(crate) const MAX_BATCH: usize = 64;
@@ -42,6 +43,9 @@ pub(crate) struct Frame {
     head_len: u8,
     close: bool,
     body: Bytes,
+    /// Counts the frame against the server's memory budget while any
+    /// queue holds it (see `memory`); shared by every clone.
+    charge: Option<Arc<Charge>>,
 }
 
 impl Frame {
@@ -64,6 +68,7 @@ impl Frame {
                 head_len: 0,
                 close,
                 body: Bytes::from(out),
+                charge: None,
             };
         }
         let mut head = [0u8; 14];
@@ -77,6 +82,7 @@ impl Frame {
             head_len,
             close,
             body: frame.into_payload(),
+            charge: None,
         }
     }
 
@@ -88,7 +94,14 @@ impl Frame {
             head_len: 0,
             close: false,
             body: bytes,
+            charge: None,
         }
+    }
+
+    /// Counts this frame against `memory` until its last clone is gone.
+    pub(crate) fn charged(mut self, memory: &Arc<Memory>) -> Frame {
+        self.charge = Some(Charge::new(memory, self.len()));
+        self
     }
 
     /// Encodes a text or binary message; other kinds are refused.
@@ -126,6 +139,11 @@ impl Frame {
     /// Encodes an empty Ping.
     pub(crate) fn ping(role: Role) -> Frame {
         Frame::encode(role, OpCode::Control(Control::Ping), Bytes::new())
+    }
+
+    /// True for the bytes [`Frame::raw`] made.
+    pub(crate) fn is_raw(&self) -> bool {
+        self.head_len == 0 && !self.close
     }
 
     /// True for a Close frame: nothing may follow it on the wire.
@@ -395,27 +413,6 @@ impl Wire {
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "write timed out")
-}
-
-/// The `Read + Write` view tungstenite's reader gets: reads block on the
-/// socket with no lock held; writes (pongs) go through the [`Wire`] lock.
-pub(crate) struct ReaderIo<'a>(pub &'a Wire);
-
-impl io::Read for ReaderIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.0.stream).read(buf)
-    }
-}
-
-impl Write for ReaderIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send_raw(buf)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

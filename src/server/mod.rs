@@ -41,6 +41,7 @@ use crate::assets::Assets;
 use crate::handshake::Policy;
 use crate::http;
 use crate::hub::{self, Event, HubMsg, Limits};
+use crate::memory::Memory;
 use crate::outbox::Bound;
 use crate::wire::{Frame, Wire};
 use crate::{Config, Error, Result};
@@ -71,6 +72,8 @@ struct Shared {
     ws_config: WebSocketConfig,
     /// Every chat client's outbox bound.
     bound: Bound,
+    /// The memory budget every connection counts against.
+    memory: Arc<Memory>,
     hub: Sender<HubMsg>,
     stopping: AtomicBool,
     next_id: AtomicU64,
@@ -112,6 +115,11 @@ impl Server {
             messages: config.send_queue,
             bytes: config.send_queue_bytes,
         };
+        let memory = Memory::new(config.max_buffered_bytes);
+        info!(
+            "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
+            config.max_buffered_bytes >> 20
+        );
         let shared = Arc::new(Shared {
             policy: Policy {
                 allowed_origins: config.allowed_origins.clone(),
@@ -122,6 +130,7 @@ impl Server {
             assets,
             ws_config,
             bound,
+            memory: memory.clone(),
             hub: hub_tx,
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -135,7 +144,7 @@ impl Server {
         let lanes = hub::Lanes::start(limits);
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
-            .spawn(move || hub::run(hub_rx, lanes))?;
+            .spawn(move || hub::run(hub_rx, lanes, memory))?;
         let acceptor_shared = shared.clone();
         let acceptor = thread::Builder::new()
             .name("wshub-accept".into())
@@ -272,7 +281,9 @@ impl Handle {
         if !room.is_empty() && !http::valid_room(room) {
             return Err(Error::InvalidRoom(room.to_string()));
         }
-        let frame = Frame::data(Role::Server, &message).ok_or(Error::NotData)?;
+        let frame = Frame::data(Role::Server, &message)
+            .ok_or(Error::NotData)?
+            .charged(&self.shared.memory);
         self.shared
             .hub
             .send(HubMsg::Broadcast {
@@ -282,6 +293,25 @@ impl Handle {
                 message,
             })
             .map_err(|_| Error::Closed)
+    }
+
+    /// Bytes the server holds for its clients right now — messages being
+    /// received and frames queued for writers — counted against
+    /// [`Config::max_buffered_bytes`].
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.memory.used()
+    }
+
+    /// Connections closed with 1013 so far because a message would have
+    /// taken the buffered bytes over [`Config::max_buffered_bytes`].
+    pub fn refused_for_memory(&self) -> u64 {
+        self.shared.memory.refused()
+    }
+
+    /// Clients evicted (1008) so far because queued frames took the
+    /// buffered bytes over [`Config::max_buffered_bytes`].
+    pub fn evicted_for_memory(&self) -> u64 {
+        self.shared.memory.evicted()
     }
 
     /// Open WebSocket connections right now.

@@ -24,7 +24,7 @@ use crate::handshake;
 use crate::http::Rejection;
 use crate::hub::{HubMsg, Member};
 use crate::outbox::{self, Outbox};
-use crate::session::{self, Ending, Handlers, Timing, close_frame};
+use crate::session::{self, Ending, Handlers, Parts, Timing, close_frame};
 use crate::wire::Frame;
 
 impl Conn {
@@ -125,6 +125,8 @@ impl Conn {
         let timing = Timing {
             ping_interval: self.config().ping_interval,
             close_timeout: self.config().close_timeout,
+            pong_timeout: self.config().pong_timeout,
+            message_timeout: self.config().message_timeout,
         };
         let hub = self.shared.hub.clone();
         let on_end = {
@@ -141,11 +143,14 @@ impl Conn {
                 info!("{id} ({peer}): {problem}");
             }
         };
+        let memory = self.shared.memory.clone();
         let on_message: Box<dyn FnMut(Message) -> bool + Send> = match room {
             Some(_) => Box::new(move |message: Message| {
                 let Some(frame) = Frame::data(Role::Server, &message) else {
                     return true;
                 };
+                // Counted until the last queue has written it.
+                let frame = frame.charged(&memory);
                 let broadcast = HubMsg::Broadcast {
                     from: Some(id),
                     room: None,
@@ -173,8 +178,13 @@ impl Conn {
             on_writer_end,
         };
         let name = format!("wshub-{}", id.0);
-        let wire = self.wire.clone();
-        let started = session::start(&self.shared, &name, wire, ctx, mailbox, timing, handlers);
+        let parts = Parts {
+            wire: self.wire.clone(),
+            ctx,
+            mailbox,
+            memory: Some(self.shared.memory.clone()),
+        };
+        let started = session::start(&self.shared, &name, parts, timing, handlers);
         if let Err(e) = started {
             error!("{id} ({peer}): cannot start its session: {e}");
             let _ = self.shared.hub.send(HubMsg::Unregister(id));

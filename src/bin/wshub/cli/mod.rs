@@ -140,6 +140,14 @@ pub struct ServeArgs {
     /// Largest message accepted from a client; larger closes with 1009.
     #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
     pub max_message_bytes: ByteSize,
+    /// Most bytes buffered for all clients together (messages being received,
+    /// frames queued); past it messages get 1013 and the largest queues are
+    /// evicted [default: a quarter of the machine's memory].
+    #[arg(long)]
+    pub max_buffered_bytes: Option<ByteSize>,
+    /// A message not complete this long after its first byte closes its connection with 1008.
+    #[arg(long, default_value_t = DEFAULT_MESSAGE_TIMEOUT.into())]
+    pub message_timeout: HumanDuration,
     /// Deadline for a complete HTTP request head (also the keep-alive idle time).
     #[arg(long, default_value_t = DEFAULT_HEAD_TIMEOUT.into())]
     pub head_timeout: HumanDuration,
@@ -188,6 +196,10 @@ impl ServeArgs {
             send_queue: self.send_queue,
             send_queue_bytes: bytes(self.send_queue_bytes),
             max_message_bytes: bytes(self.max_message_bytes),
+            max_buffered_bytes: self
+                .max_buffered_bytes
+                .map_or_else(default_max_buffered_bytes, bytes),
+            message_timeout: self.message_timeout.into(),
             head_timeout: self.head_timeout.into(),
             max_head_bytes: bytes(self.max_head_bytes),
             close_timeout: self.close_timeout.into(),
