@@ -143,6 +143,12 @@ pub struct Config {
     /// Stack size of every connection thread. Default
     /// [`DEFAULT_THREAD_STACK_BYTES`].
     pub thread_stack_bytes: usize,
+    /// Share rooms with other instances through the Redis server at this
+    /// URL (`redis://HOST:PORT[/DB]`; needs the `redis` cargo feature). A
+    /// URL that cannot work fails [`Server::start`](crate::Server::start);
+    /// an unreachable server is retried in the background. Default `None`:
+    /// no Redis code runs.
+    pub redis: Option<String>,
     /// Capacity of each event receiver; events beyond it are dropped (and
     /// counted in the log) rather than stalling the hub. Default
     /// [`DEFAULT_EVENT_QUEUE`].
@@ -175,6 +181,7 @@ impl Default for Config {
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             thread_stack_bytes: DEFAULT_THREAD_STACK_BYTES,
             event_queue: DEFAULT_EVENT_QUEUE,
+            redis: None,
         }
     }
 }

@@ -157,12 +157,12 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(p) = &subprotocol {
-        if !options.subprotocols.contains(p) {
-            return Err(Error::Handshake(format!(
-                "server chose subprotocol {p:?}, which was not offered"
-            )));
-        }
+    if let Some(p) = &subprotocol
+        && !options.subprotocols.contains(p)
+    {
+        return Err(Error::Handshake(format!(
+            "server chose subprotocol {p:?}, which was not offered"
+        )));
     }
     Ok(Dialed {
         stream,

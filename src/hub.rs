@@ -28,6 +28,7 @@ use log::{info, warn};
 use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::bridge::Bridge;
 pub(crate) use crate::fanout::Lanes;
 use crate::fanout::{Delivery, LaneMembers};
 use crate::memory::Memory;
@@ -65,6 +66,16 @@ pub enum Event {
         /// Which room.
         room: Arc<str>,
     },
+    /// A message sent to a room on another instance arrived through the
+    /// Redis bridge (and went to this room's local clients).
+    Remote {
+        /// To which room.
+        room: Arc<str>,
+        /// The message, unchanged.
+        message: Message,
+        /// The instance it was sent on (its id in that instance's log).
+        instance: Arc<str>,
+    },
     /// A client sent a text or binary message to its room.
     Message {
         /// Who sent it.
@@ -97,6 +108,15 @@ pub(crate) enum HubMsg {
         frame: Frame,
         message: Message,
     },
+    /// A message from another instance (the Redis bridge): delivered to
+    /// this room's local clients, never published again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Remote {
+        room: Arc<str>,
+        frame: Frame,
+        message: Message,
+        instance: Arc<str>,
+    },
     Subscribe(Sender<Event>),
     Shutdown,
 }
@@ -117,6 +137,8 @@ struct Hub {
     lanes: Lanes,
     /// The server's memory budget: over it, the largest queues go.
     memory: Arc<Memory>,
+    /// Other instances' share of the rooms, through Redis.
+    bridge: Option<Bridge>,
     /// Which room each chat member is in.
     where_is: HashMap<ClientId, (Arc<str>, usize)>,
     echo: HashMap<ClientId, Member>,
@@ -133,6 +155,8 @@ struct Pending {
     room: Arc<str>,
     frame: Frame,
     message: Message,
+    /// The instance it came from, for a message from another instance.
+    remote: Option<Arc<str>>,
 }
 
 /// Runs the hub until `Shutdown` arrives or every sender is gone.
@@ -142,60 +166,92 @@ struct Pending {
 /// writes them with one system call, instead of being woken per message.
 /// Per-sender order is kept (frames go into each queue in arrival order),
 /// and a join or leave first delivers what arrived before it.
-pub(crate) fn run(inbox: Receiver<HubMsg>, lanes: Lanes, memory: Arc<Memory>) {
+pub(crate) fn run(
+    inbox: Receiver<HubMsg>,
+    lanes: Lanes,
+    memory: Arc<Memory>,
+    bridge: Option<Bridge>,
+) {
     let mut hub = Hub {
         rooms: HashMap::new(),
         lanes,
         memory,
+        bridge,
         where_is: HashMap::new(),
         echo: HashMap::new(),
         subscribers: Vec::new(),
         dropped_events: 0,
     };
-    let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
-    while let Ok(first) = inbox.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                HubMsg::Broadcast {
-                    from,
-                    room,
-                    frame,
-                    message,
-                } => {
-                    if let Some(room) = room.or_else(|| {
-                        from.and_then(|id| hub.where_is.get(&id).map(|(room, _)| room.clone()))
-                    }) {
-                        burst.push(Pending {
-                            from,
-                            room,
-                            frame,
-                            message,
+    hub.serve(&inbox);
+    // The inbox goes first: a bridge thread blocked on a full inbox then
+    // sees it gone, and dropping the hub (which joins the bridge's and the
+    // lanes' threads) cannot wait for it.
+    drop(inbox);
+    drop(hub);
+}
+
+impl Hub {
+    fn serve(&mut self, inbox: &Receiver<HubMsg>) {
+        let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
+        while let Ok(first) = inbox.recv() {
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    HubMsg::Broadcast {
+                        from,
+                        room,
+                        frame,
+                        message,
+                    } => {
+                        let room = room.or_else(|| {
+                            from.and_then(|id| self.where_is.get(&id).map(|(room, _)| room.clone()))
                         });
-                    }
-                    // Otherwise the sender left (or was evicted) before its message got here.
-                }
-                other => {
-                    hub.deliver(&mut burst);
-                    match other {
-                        HubMsg::Register(member) => hub.register(member),
-                        HubMsg::Unregister(id) => hub.unregister(id),
-                        HubMsg::Subscribe(tx) => hub.subscribers.push(tx),
-                        HubMsg::Shutdown => {
-                            hub.shutdown();
-                            return;
+                        // No room: the sender left (or was evicted) before
+                        // its message got here.
+                        if let Some(room) = room {
+                            burst.push(Pending {
+                                from,
+                                room,
+                                frame,
+                                message,
+                                remote: None,
+                            });
                         }
-                        HubMsg::Broadcast { .. } => {}
+                    }
+                    HubMsg::Remote {
+                        room,
+                        frame,
+                        message,
+                        instance,
+                    } => burst.push(Pending {
+                        from: None,
+                        room,
+                        frame,
+                        message,
+                        remote: Some(instance),
+                    }),
+                    other => {
+                        self.deliver(&mut burst);
+                        match other {
+                            HubMsg::Register(member) => self.register(member),
+                            HubMsg::Unregister(id) => self.unregister(id),
+                            HubMsg::Subscribe(tx) => self.subscribers.push(tx),
+                            HubMsg::Shutdown => {
+                                self.shutdown();
+                                return;
+                            }
+                            HubMsg::Broadcast { .. } | HubMsg::Remote { .. } => {}
+                        }
                     }
                 }
+                next = if burst.len() < BURST {
+                    inbox.try_recv().ok()
+                } else {
+                    None
+                };
             }
-            next = if burst.len() < BURST {
-                inbox.try_recv().ok()
-            } else {
-                None
-            };
+            self.deliver(&mut burst);
         }
-        hub.deliver(&mut burst);
     }
 }
 
@@ -207,6 +263,11 @@ impl Hub {
         };
         let (client, peer) = (member.id, member.peer);
         let lanes = self.lanes.count();
+        if !self.rooms.contains_key(&room)
+            && let Some(bridge) = &self.bridge
+        {
+            bridge.subscribe(room.clone());
+        }
         let room_lanes = self
             .rooms
             .entry(room.clone())
@@ -233,6 +294,9 @@ impl Hub {
             Arc::make_mut(&mut room_lanes[lane]).retain(|m| m.id != client);
             if room_lanes.iter().all(|members| members.is_empty()) {
                 self.rooms.remove(&room);
+                if let Some(bridge) = &self.bridge {
+                    bridge.unsubscribe(room.clone());
+                }
             }
         }
         self.emit(|| Event::Left { client, room });
@@ -264,12 +328,23 @@ impl Hub {
                 .dispatch(room_lanes, Delivery::new(room.clone(), frames));
         }
         for p in burst.drain(..) {
-            if let Some(client) = p.from {
-                self.emit(|| Event::Message {
+            match (&p.remote, &self.bridge) {
+                (Some(_), _) => {}
+                (None, Some(bridge)) => bridge.publish(&p.room, &p.message),
+                (None, None) => {}
+            }
+            match (p.from, p.remote) {
+                (Some(client), _) => self.emit(|| Event::Message {
                     client,
                     room: p.room,
                     message: p.message,
-                });
+                }),
+                (None, Some(instance)) => self.emit(|| Event::Remote {
+                    room: p.room,
+                    message: p.message,
+                    instance,
+                }),
+                (None, None) => {}
             }
         }
         self.enforce_budget();

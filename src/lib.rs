@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod assets;
+mod bridge;
 mod config;
 mod connection;
 mod dial;

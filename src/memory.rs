@@ -246,12 +246,12 @@ impl Tracker {
                     let take = (*left).min(bytes.len() as u64) as usize;
                     *left -= take as u64;
                     if *data {
-                        if let Some(memory) = &self.memory {
-                            if !memory.try_add(take) {
-                                return Err(Refusal::OverBudget {
-                                    held: self.held + take,
-                                });
-                            }
+                        if let Some(memory) = &self.memory
+                            && !memory.try_add(take)
+                        {
+                            return Err(Refusal::OverBudget {
+                                held: self.held + take,
+                            });
                         }
                         self.held += take;
                     }

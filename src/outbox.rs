@@ -140,6 +140,9 @@ struct State {
     pending: AtomicUsize,
     /// Refused for good: a full outbox whose writer was asked to close.
     evicted: AtomicBool,
+    /// Direct writes allowed: the connection's handshake is done (see
+    /// [`Outbox::open`]).
+    open: AtomicBool,
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
@@ -182,6 +185,7 @@ pub(crate) fn new(
         bytes: AtomicUsize::new(0),
         pending: AtomicUsize::new(0),
         evicted: AtomicBool::new(false),
+        open: AtomicBool::new(direct.is_none()),
         raised: AtomicBool::new(false),
         close: Mutex::new(None),
         reader_done: AtomicBool::new(false),
@@ -214,18 +218,20 @@ impl Outbox {
         if self.state.evicted.load(Ordering::Relaxed) {
             return Err(Refused::Gone);
         }
-        if let Some(wire) = &self.direct {
-            if bytes <= DIRECT_MAX_BYTES && self.state.pending.load(Ordering::Acquire) == 0 {
-                match wire.try_send_now(burst_frames(burst, skip)) {
-                    Direct::Done => return Ok(()),
-                    // Half a frame is on the wire: the rest must follow
-                    // first, whatever the bound says.
-                    Direct::Partial(rest) => {
-                        let len = rest.len();
-                        return self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
-                    }
-                    Direct::NotNow => {}
+        if let Some(wire) = &self.direct
+            && self.state.open.load(Ordering::Acquire)
+            && bytes <= DIRECT_MAX_BYTES
+            && self.state.pending.load(Ordering::Acquire) == 0
+        {
+            match wire.try_send_now(burst_frames(burst, skip)) {
+                Direct::Done => return Ok(()),
+                // Half a frame is on the wire: the rest must follow
+                // first, whatever the bound says.
+                Direct::Partial(rest) => {
+                    let len = rest.len();
+                    return self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
                 }
+                Direct::NotNow => {}
             }
         }
         let s = &self.state;
@@ -294,6 +300,12 @@ impl Outbox {
             slot.get_or_insert(frame);
         }
         self.raise();
+    }
+
+    /// Allows direct writes from now on: until then (while the server
+    /// still writes the 101) every delivery is queued for the writer.
+    pub(crate) fn open(&self) {
+        self.state.open.store(true, Ordering::Release);
     }
 
     /// Refuses every later offer, drops what is queued (its memory is

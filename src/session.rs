@@ -298,10 +298,10 @@ fn read_loop(
                 // Answer with the same code (the wire drops it if this
                 // answers our own Close). A full queue means the writer is
                 // stuck: answer at once rather than wait behind it.
-                if !outbox.push_close(Frame::close(wire.role(), frame.as_ref())) {
-                    if let Err(e) = wire.send_close(frame.as_ref()) {
-                        return Ending::Dropped(format!("close reply failed: {e}"));
-                    }
+                if !outbox.push_close(Frame::close(wire.role(), frame.as_ref()))
+                    && let Err(e) = wire.send_close(frame.as_ref())
+                {
+                    return Ending::Dropped(format!("close reply failed: {e}"));
                 }
                 return Ending::PeerClosed(frame);
             }
@@ -395,11 +395,11 @@ fn close_with(
 fn flush_queued(wire: &Wire, mailbox: &Mailbox) -> io::Result<()> {
     let mut batch = Vec::new();
     while let Some(item) = mailbox.try_next() {
-        if let Out::Frame(close) = &item {
-            if close.is_close() {
-                wire.send(batch.iter().flat_map(Out::frames))?;
-                return wire.send_close_frame(close).map(|_| ());
-            }
+        if let Out::Frame(close) = &item
+            && close.is_close()
+        {
+            wire.send(batch.iter().flat_map(Out::frames))?;
+            return wire.send_close_frame(close).map(|_| ());
         }
         batch.push(item);
     }

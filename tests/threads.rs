@@ -109,11 +109,11 @@ fn misbehaving_connections_leave_no_threads_or_fds_behind() {
     // Bob got every one of Alice's messages, in order, among the drive-bys.
     let mut expected = 0;
     while expected < 200 {
-        if let Message::Text(t) = next(&mut bob) {
-            if t.starts_with("msg ") {
-                assert_eq!(t.as_str(), format!("msg {expected}"));
-                expected += 1;
-            }
+        if let Message::Text(t) = next(&mut bob)
+            && t.starts_with("msg ")
+        {
+            assert_eq!(t.as_str(), format!("msg {expected}"));
+            expected += 1;
         }
     }
     close(&mut alice);

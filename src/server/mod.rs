@@ -29,7 +29,7 @@ mod upgrade;
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ struct Shared {
     bound: Bound,
     /// The memory budget every connection counts against.
     memory: Arc<Memory>,
+    /// The Redis bridge's state, when there is one.
+    bridge: OnceLock<Arc<crate::bridge::Stats>>,
     hub: Sender<HubMsg>,
     stopping: AtomicBool,
     next_id: AtomicU64,
@@ -131,6 +133,7 @@ impl Server {
             ws_config,
             bound,
             memory: memory.clone(),
+            bridge: OnceLock::new(),
             hub: hub_tx,
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -141,10 +144,21 @@ impl Server {
         });
         // The lanes' threads start here, before `start` returns, so that a
         // caller counting threads sees all of the server's.
+        let bridge = match &shared.config.redis {
+            Some(url) => Some(crate::bridge::start(
+                url,
+                shared.hub.clone(),
+                memory.clone(),
+            )?),
+            None => None,
+        };
+        if let Some(bridge) = &bridge {
+            let _ = shared.bridge.set(bridge.stats().clone());
+        }
         let lanes = hub::Lanes::start(limits);
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
-            .spawn(move || hub::run(hub_rx, lanes, memory))?;
+            .spawn(move || hub::run(hub_rx, lanes, memory, bridge))?;
         let acceptor_shared = shared.clone();
         let acceptor = thread::Builder::new()
             .name("wshub-accept".into())
@@ -312,6 +326,17 @@ impl Handle {
     /// buffered bytes over [`Config::max_buffered_bytes`].
     pub fn evicted_for_memory(&self) -> u64 {
         self.shared.memory.evicted()
+    }
+
+    /// With [`Config::redis`]: whether both of the bridge's connections to
+    /// Redis are up (`None` without a bridge). While they are down, local
+    /// clients are served as always and messages do not cross instances.
+    pub fn redis_connected(&self) -> Option<bool> {
+        let stats = self.shared.bridge.get()?;
+        Some(
+            stats.publisher_up.load(Ordering::Acquire)
+                && stats.subscriber_up.load(Ordering::Acquire),
+        )
     }
 
     /// Open WebSocket connections right now.

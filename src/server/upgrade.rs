@@ -52,17 +52,49 @@ impl Conn {
             .with_header("Retry-After", "5");
             return self.refuse(&rejection, false);
         };
+        // A chat client's outbox is bounded and written to directly when
+        // it keeps up; an echo client's carries only its Close.
+        let mailbox = match room {
+            Some(_) => outbox::new(self.shared.bound, None, Some(self.wire.clone())),
+            None => outbox::new(outbox::Bound::NONE, None, None),
+        };
+        // The hub learns of the client before the client learns of the
+        // upgrade: a message sent right after the 101 (by this client's
+        // peers, who may be quicker) must already find it in its room.
+        // Until the 101 is out, deliveries wait in the outbox.
+        let hub_accepted = self.shared.hub.send(HubMsg::Register(Member {
+            id: self.id,
+            room: room.clone(),
+            peer: self.peer,
+            outbox: mailbox.0.clone(),
+        }));
+        if hub_accepted.is_err() {
+            return;
+        }
         if let Err(e) = handshake::write_response(self.wire.stream(), &response) {
             debug!("{} ({}): writing 101: {e}", self.id, self.peer);
+            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
             return;
         }
         drop(response);
+        mailbox.0.open();
+        // `stopping` is set before the hub is told to shut down, so a
+        // registration that queued behind the hub's Shutdown (and will
+        // never be seen) always sees it here.
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            let _ = self
+                .wire
+                .send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
+            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
+            return;
+        }
         if let Err(e) = self
             .wire
             .stream()
             .set_read_timeout(Some(self.config().pong_timeout))
         {
             debug!("{} ({}): {e}", self.id, self.peer);
+            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
             return;
         }
         // Boxed: moved into the reader's thread, it would otherwise be
@@ -72,39 +104,7 @@ impl Conn {
             Role::Server,
             Some(self.shared.ws_config),
         ));
-        // A chat client's outbox is bounded and written to directly when
-        // it keeps up; an echo client's carries only its Close.
-        let mailbox = match room {
-            Some(_) => outbox::new(self.shared.bound, None, Some(self.wire.clone())),
-            None => outbox::new(outbox::Bound::NONE, None, None),
-        };
-        if !self.register(room.clone(), &mailbox.0) {
-            return;
-        }
         self.start_session(room, ctx, mailbox, (registered, admission));
-    }
-
-    /// Tells the hub about the new client; `false` (after a 1001 to the
-    /// peer) when the server is shutting down.
-    fn register(&self, room: Option<Arc<str>>, outbox: &Outbox) -> bool {
-        let member = Member {
-            id: self.id,
-            room,
-            peer: self.peer,
-            outbox: outbox.clone(),
-        };
-        // `stopping` is set before the hub is told to shut down, so a
-        // registration that queued behind the hub's Shutdown (and will never
-        // be seen) always sees it here.
-        if self.shared.hub.send(HubMsg::Register(member)).is_err()
-            || self.shared.stopping.load(Ordering::SeqCst)
-        {
-            let _ = self
-                .wire
-                .send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
-            return false;
-        }
-        true
     }
 
     /// Starts the reader (which feeds the hub, or echoes) and the writer.

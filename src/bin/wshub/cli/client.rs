@@ -39,10 +39,10 @@ pub(super) fn run(args: &ClientArgs) -> ExitCode {
 }
 
 fn session(args: &ClientArgs) -> Result<u8, String> {
-    if let Some(dir) = &args.save_dir {
-        if !dir.is_dir() {
-            return Err(format!("--save-dir {}: not a directory", dir.display()));
-        }
+    if let Some(dir) = &args.save_dir
+        && !dir.is_dir()
+    {
+        return Err(format!("--save-dir {}: not a directory", dir.display()));
     }
     let file = match &args.send_file {
         Some(path) => Some(read_file(path)?),

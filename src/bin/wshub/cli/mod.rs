@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// Stack size of each connection thread.
     #[arg(long, default_value_t = ByteSize(DEFAULT_THREAD_STACK_BYTES as u64))]
     pub thread_stack_bytes: ByteSize,
+    /// Share rooms with other instances through Redis: redis://HOST:PORT[/DB].
+    /// Several instances behind one address (an nginx upstream) then act as one hub.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -211,6 +215,7 @@ impl ServeArgs {
             read_buffer_bytes: bytes(self.read_buffer_bytes),
             thread_stack_bytes: bytes(self.thread_stack_bytes),
             event_queue: DEFAULT_EVENT_QUEUE,
+            redis: self.redis.clone(),
         }
     }
 }

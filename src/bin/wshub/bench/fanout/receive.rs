@@ -109,10 +109,10 @@ impl ReceiverState {
             if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.fanout {
                 slot.store(0, Ordering::Release);
                 shared.done[s].fetch_max(seq + 1, Ordering::AcqRel);
-                if shared.waiting[s].load(Ordering::Acquire) {
-                    if let Some(t) = shared.sender_threads.get() {
-                        t[s].unpark();
-                    }
+                if shared.waiting[s].load(Ordering::Acquire)
+                    && let Some(t) = shared.sender_threads.get()
+                {
+                    t[s].unpark();
                 }
             }
         }
