@@ -216,7 +216,7 @@ pub(crate) fn start(
 mod redis_threads {
     //! The two threads that talk to Redis.
 
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, bounded, unbounded};
     use log::{debug, info, warn};
@@ -291,48 +291,72 @@ mod redis_threads {
         }
     }
 
+    /// Publishes what the hub hands over, in order. While Redis is
+    /// unreachable it reconnects on a timer (capped backoff) and drops what
+    /// comes meanwhile; a publish that fails is retried once on a fresh
+    /// connection, so a Redis that restarted while the publisher was idle
+    /// loses nothing.
     fn publisher(client: redis::Client, queue: Receiver<Outgoing>, stats: Arc<Stats>) {
-        let mut conn: Option<redis::Connection> = None;
-        let mut backoff = BACKOFF_FIRST;
-        let mut next_try = Instant::now();
-        let mut first = true;
-        while let Ok(out) = queue.recv() {
-            if conn.is_none() && Instant::now() >= next_try {
-                match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-                    Ok(c) => {
-                        conn = Some(c);
-                        backoff = BACKOFF_FIRST;
-                        set_up(&stats.publisher_up, true, "publisher", "");
-                    }
-                    Err(e) => {
-                        if first {
-                            warn!("redis bridge: publisher cannot reach Redis: {e}; retrying");
-                        }
-                        set_up(&stats.publisher_up, false, "publisher", &e.to_string());
-                        next_try = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(BACKOFF_CAP);
-                    }
-                }
-                first = false;
+        let connect = |stats: &Stats| match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            Ok(c) => {
+                set_up(&stats.publisher_up, true, "publisher", "");
+                Some(c)
             }
-            let Some(c) = conn.as_mut() else {
-                stats.drop_one("Redis is unreachable");
-                continue;
-            };
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            Err(e) => {
+                set_up(&stats.publisher_up, false, "publisher", &e.to_string());
+                None
+            }
+        };
+        let publish = |c: &mut redis::Connection, out: &Outgoing| -> redis::RedisResult<i64> {
+            redis::cmd("PUBLISH")
                 .arg(&out.channel)
                 .arg(&out.payload)
-                .query(c);
-            match sent {
-                Ok(_) => {
+                .query(c)
+        };
+        let mut conn = connect(&stats);
+        if conn.is_none() {
+            warn!("redis bridge: publisher cannot reach Redis yet; retrying");
+        }
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let out = match conn.is_some() {
+                true => match queue.recv() {
+                    Ok(out) => out,
+                    Err(_) => break,
+                },
+                false => match queue.recv_timeout(backoff) {
+                    Ok(_) => {
+                        stats.drop_one("Redis is unreachable");
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        conn = connect(&stats);
+                        backoff = match conn {
+                            Some(_) => BACKOFF_FIRST,
+                            None => (backoff * 2).min(BACKOFF_CAP),
+                        };
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let Some(c) = conn.as_mut() else { continue };
+            if publish(c, &out).is_ok() {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // The connection may just be stale (Redis restarted meanwhile).
+            conn = connect(&stats);
+            match conn.as_mut().map(|c| publish(c, &out)) {
+                Some(Ok(_)) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    conn = None;
+                Some(Err(e)) => {
                     set_up(&stats.publisher_up, false, "publisher", &e.to_string());
-                    next_try = Instant::now() + backoff;
+                    conn = None;
                     stats.drop_one("Redis is unreachable");
                 }
+                None => stats.drop_one("Redis is unreachable"),
             }
         }
         debug!("redis bridge: publisher stopped");

@@ -79,6 +79,11 @@ pub struct FanoutArgs {
     /// one per CPU.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     pub reader_threads: usize,
+    /// Another instance of the same hub (e.g. a second wshub sharing rooms
+    /// through Redis); clients are spread over --url and these in turn, so
+    /// that senders and receivers sit on different instances. Repeatable.
+    #[arg(long = "also-url", value_name = "URL")]
+    pub also_urls: Vec<String>,
     /// After sending stops, how long to wait for stragglers.
     #[arg(long, default_value = "3s")]
     pub drain: HumanDuration,
@@ -187,7 +192,12 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     let mut groups: Vec<Vec<Receiver>> = (0..pollers).map(|_| Vec::new()).collect();
     for id in 0..clients {
         pacer.wait();
-        let conn = raw::dial(&args.common.url).map_err(|e| format!("client {id}: {e}"))?;
+        let urls = 1 + args.also_urls.len();
+        let url = match id % urls {
+            0 => &args.common.url,
+            k => &args.also_urls[k - 1],
+        };
+        let conn = raw::dial(url).map_err(|e| format!("client {id}: {e}"))?;
         sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
         writers.push(conn.writer.clone());
         groups[id % pollers].push(Receiver {
