@@ -82,6 +82,7 @@ fn help_documents_every_flag() {
         "--subprotocol",
         "--echo-sender",
         "--static-dir",
+        "--redis",
         "--log-level",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");

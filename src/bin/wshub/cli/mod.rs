@@ -33,6 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the chat page, /ws, /ws/{room} and /echo.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Talk to any WebSocket server: stdin lines go out as text messages,
     /// received text is printed one message per line.
@@ -40,6 +41,22 @@ pub enum Command {
     /// Load generator: measure this or any other WebSocket server.
     Bench(crate::bench::BenchArgs),
 }
+
+/// Shown after `wshub serve --help`.
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  wshub serve                                   chat on http://localhost:8080/
+  wshub serve --addr 127.0.0.1:9000 --echo-sender
+
+Several instances behind one address, sharing rooms through Redis:
+  wshub serve --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
+  wshub serve --addr 127.0.0.1:8082 --redis redis://127.0.0.1:6379
+  and an nginx upstream of the two in front (deploy/nginx-two-instances.conf):
+    upstream wshub { server 127.0.0.1:8081; server 127.0.0.1:8082; least_conn; }
+    location / { proxy_pass http://wshub; proxy_http_version 1.1;
+                 proxy_set_header Upgrade $http_upgrade;
+                 proxy_set_header Connection upgrade; proxy_set_header Host $host;
+                 proxy_read_timeout 120s; }";
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
