@@ -60,6 +60,15 @@ pub fn default_max_buffered_bytes() -> usize {
         .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES_FALLBACK)
 }
 
+/// Default messages each room keeps for late joiners (`?history=K`); 0
+/// turns history off.
+pub const DEFAULT_HISTORY: usize = 100;
+/// Default bytes each room's history may hold.
+pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
+/// Default age after which a message leaves its room's history (and an
+/// empty room its history).
+pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(3600);
+
 /// Default listen backlog: connections the kernel completes and queues
 /// before the acceptor takes them. std's own is 128, which 2,000 clients
 /// connecting at once overflow (some then stall a second on a SYN
@@ -143,6 +152,16 @@ pub struct Config {
     /// Stack size of every connection thread. Default
     /// [`DEFAULT_THREAD_STACK_BYTES`].
     pub thread_stack_bytes: usize,
+    /// Messages each room keeps for clients that ask (`?history=K` or
+    /// `?history=all` on joining); 0 turns history off. Default
+    /// [`DEFAULT_HISTORY`].
+    pub history: usize,
+    /// Bytes each room's history may hold. Default [`DEFAULT_HISTORY_BYTES`].
+    pub history_bytes: usize,
+    /// Messages older than this leave the history; a room without clients
+    /// forgets its history once its newest message is this old. Default
+    /// [`DEFAULT_HISTORY_AGE`].
+    pub history_age: Duration,
     /// Share rooms with other instances through the Redis server at this
     /// URL (`redis://HOST:PORT[/DB]`; needs the `redis` cargo feature). A
     /// URL that cannot work fails [`Server::start`](crate::Server::start);
@@ -181,6 +200,9 @@ impl Default for Config {
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             thread_stack_bytes: DEFAULT_THREAD_STACK_BYTES,
             event_queue: DEFAULT_EVENT_QUEUE,
+            history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            history_age: DEFAULT_HISTORY_AGE,
             redis: None,
         }
     }

@@ -47,6 +47,8 @@ pub(crate) struct Delivery {
     pub total: (usize, usize),
     /// What each sender contributed (members do not get their own back).
     pub own: Vec<(ClientId, usize, usize)>,
+    /// Only for members that asked for presence notices.
+    pub presence_only: bool,
 }
 
 impl Delivery {
@@ -73,6 +75,7 @@ impl Delivery {
             frames,
             total,
             own,
+            presence_only: false,
         }
     }
 }
@@ -178,6 +181,9 @@ fn spawn_helper(lane: usize, limits: Limits) -> io::Result<(Sender<Job>, JoinHan
 /// member whose outbox is full is evicted with 1008, once.
 fn deliver(members: &[Member], d: &Delivery, limits: Limits) {
     for m in members {
+        if d.presence_only && !m.join.presence {
+            continue;
+        }
         let skip = (!limits.echo_sender).then_some(m.id);
         let (count, bytes) = match d.own.iter().find(|(o, ..)| Some(*o) == skip) {
             Some(&(_, c, b)) => (d.total.0 - c, d.total.1 - b),

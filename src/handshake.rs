@@ -62,7 +62,7 @@ pub(crate) fn accept(request: &Request<()>, policy: &Policy) -> Result<Response<
 /// gorilla's default rule: a browser's `Origin` must name the host it is
 /// talking to, unless the operator allowed that origin (or `*`). Requests
 /// without `Origin` come from non-browser clients and pass.
-fn check_origin(request: &Request<()>, allowed: &[String]) -> Result<(), Rejection> {
+pub(crate) fn check_origin(request: &Request<()>, allowed: &[String]) -> Result<(), Rejection> {
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return Ok(());
     };

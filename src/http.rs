@@ -55,6 +55,8 @@ pub enum Route {
     Hub(String),
     /// The echo endpoint.
     Echo,
+    /// `GET /rooms` (`None`) or `GET /rooms/{room}`: who is where.
+    Rooms(Option<String>),
 }
 
 /// Parses a request head from the start of `buf`.
@@ -151,6 +153,19 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
     }
     if path == "/echo" {
         return Ok(Route::Echo);
+    }
+    if path == "/rooms" {
+        return Ok(Route::Rooms(None));
+    }
+    if let Some(room) = path.strip_prefix("/rooms/") {
+        return if valid_room(room) {
+            Ok(Route::Rooms(Some(room.to_string())))
+        } else {
+            Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "room names are 1-64 of A-Z a-z 0-9 _ . -",
+            ))
+        };
     }
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
@@ -416,6 +431,14 @@ mod tests {
         let long = format!("GET /ws/{} HTTP/1.1\r\n\r\n", "a".repeat(65));
         assert_eq!(route(&req(&long)).unwrap_err().status, 400);
         assert_eq!(route(&req("GET /echo HTTP/1.1\r\n\r\n")), Ok(Route::Echo));
+        assert_eq!(
+            route(&req("GET /rooms HTTP/1.1\r\n\r\n")),
+            Ok(Route::Rooms(None))
+        );
+        assert_eq!(
+            route(&req("GET /rooms/ops HTTP/1.1\r\n\r\n")),
+            Ok(Route::Rooms(Some("ops".into())))
+        );
         assert_eq!(
             route(&req("GET /?room=x HTTP/1.1\r\n\r\n")),
             Ok(Route::File("index.html".into()))

@@ -22,8 +22,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{info, warn};
 use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -31,8 +32,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::bridge::Bridge;
 pub(crate) use crate::fanout::Lanes;
 use crate::fanout::{Delivery, LaneMembers};
+use crate::history::{self, Histories};
 use crate::memory::Memory;
-use crate::outbox::Outbox;
+use crate::outbox::{Burst, Outbox};
+use crate::presence;
 use crate::session::close_frame;
 use crate::wire::Frame;
 
@@ -95,6 +98,20 @@ pub(crate) struct Member {
     pub room: Option<Arc<str>>,
     pub peer: SocketAddr,
     pub outbox: Outbox,
+    /// What the client asked for when it joined.
+    pub join: Arc<Join>,
+}
+
+/// What a client asks for when it joins (`?history=K&presence=1&name=…`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Join {
+    /// The last K messages of the room first (`usize::MAX`: all it keeps).
+    pub history: Option<usize>,
+    /// Presence notices as text messages.
+    pub presence: bool,
+    /// The name presence shows.
+    pub name: Arc<str>,
+    pub at: Option<SystemTime>,
 }
 
 /// What the hub is told.
@@ -118,7 +135,19 @@ pub(crate) enum HubMsg {
         instance: Arc<str>,
     },
     Subscribe(Sender<Event>),
+    /// A question about the rooms (for `/rooms` and the host program).
+    Query(Query),
     Shutdown,
+}
+
+/// Questions the hub answers on the channel they carry.
+pub(crate) enum Query {
+    /// `GET /rooms`.
+    Rooms(Sender<String>),
+    /// `GET /rooms/{room}`: `None` for a room with no clients and no history.
+    Room(Arc<str>, Sender<Option<String>>),
+    /// A room's history, oldest first.
+    History(Arc<str>, Sender<Vec<Message>>),
 }
 
 /// How the hub delivers (per-member queue bounds live in each outbox).
@@ -144,7 +173,23 @@ struct Hub {
     echo: HashMap<ClientId, Member>,
     subscribers: Vec<Sender<Event>>,
     dropped_events: u64,
+    /// Each room's recent messages.
+    histories: Histories,
+    /// Messages relayed per room with clients.
+    relayed: HashMap<Arc<str>, u64>,
+    last_sweep: Instant,
 }
+
+/// A member as presence shows it.
+fn present(m: &Member) -> presence::Present<'_> {
+    presence::Present {
+        name: &m.join.name,
+        joined: m.join.at.unwrap_or(UNIX_EPOCH),
+    }
+}
+
+/// How often empty rooms' histories are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Most broadcasts gathered into one fan-out.
 const BURST: usize = 64;
@@ -171,8 +216,12 @@ pub(crate) fn run(
     lanes: Lanes,
     memory: Arc<Memory>,
     bridge: Option<Bridge>,
+    history: history::Bounds,
 ) {
     let mut hub = Hub {
+        histories: Histories::new(history),
+        relayed: HashMap::new(),
+        last_sweep: Instant::now(),
         rooms: HashMap::new(),
         lanes,
         memory,
@@ -193,7 +242,15 @@ pub(crate) fn run(
 impl Hub {
     fn serve(&mut self, inbox: &Receiver<HubMsg>) {
         let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
-        while let Ok(first) = inbox.recv() {
+        loop {
+            let first = match inbox.recv_timeout(SWEEP_EVERY) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
@@ -236,6 +293,7 @@ impl Hub {
                             HubMsg::Register(member) => self.register(member),
                             HubMsg::Unregister(id) => self.unregister(id),
                             HubMsg::Subscribe(tx) => self.subscribers.push(tx),
+                            HubMsg::Query(q) => self.answer(q),
                             HubMsg::Shutdown => {
                                 self.shutdown();
                                 return;
@@ -251,7 +309,77 @@ impl Hub {
                 };
             }
             self.deliver(&mut burst);
+            if self.last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+            }
         }
+    }
+
+    /// Forgets aged-out history (and the history of rooms left empty).
+    fn sweep(&mut self) {
+        let rooms = &self.rooms;
+        self.histories.sweep(|room| rooms.contains_key(room));
+        self.last_sweep = Instant::now();
+    }
+
+    fn members(&self, room: &str) -> impl Iterator<Item = &Member> {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .flat_map(|lane| lane.iter())
+    }
+
+    fn summary<'a>(&'a self, room: &'a str) -> presence::RoomSummary<'a> {
+        presence::RoomSummary {
+            name: room,
+            clients: self.members(room).count(),
+            relayed: self.relayed.get(room).copied().unwrap_or(0),
+            history: self.histories.held(room).0,
+        }
+    }
+
+    fn answer(&mut self, query: Query) {
+        self.sweep();
+        match query {
+            Query::Rooms(reply) => {
+                let mut names: Vec<&Arc<str>> = self.rooms.keys().collect();
+                names.sort();
+                let json = presence::rooms_json(names.into_iter().map(|r| self.summary(r)));
+                let _ = reply.send(json);
+            }
+            Query::Room(room, reply) => {
+                let known = self.rooms.contains_key(&room) || self.histories.held(&room).0 > 0;
+                let json = known.then(|| {
+                    presence::room_json(self.summary(&room), self.members(&room).map(present))
+                });
+                let _ = reply.send(json);
+            }
+            Query::History(room, reply) => {
+                let _ = reply.send(self.histories.messages(&room));
+            }
+        }
+    }
+
+    /// Tells the room's presence clients about a join or leave, in order
+    /// with its messages (through the lanes, as every delivery).
+    fn notify(&mut self, room: &Arc<str>, event: &str, name: &str) {
+        let clients = self.members(room).count();
+        let Some(room_lanes) = self.rooms.get(room) else {
+            return;
+        };
+        if !room_lanes
+            .iter()
+            .flat_map(|l| l.iter())
+            .any(|m| m.join.presence)
+        {
+            return;
+        }
+        let (frame, _) = presence::change(event, name, clients);
+        let frames: Burst = Arc::from(vec![(None, frame)]);
+        let mut delivery = Delivery::new(room.clone(), frames);
+        delivery.presence_only = true;
+        self.lanes.dispatch(room_lanes, delivery);
     }
 }
 
@@ -274,7 +402,34 @@ impl Hub {
             .or_insert_with(|| (0..lanes).map(|_| Arc::new(Vec::new())).collect());
         let size = room_lanes.iter().map(|l| l.len()).sum();
         let lane = self.lanes.lane_of(client, size);
+        // The join and what the joiner gets first are one step: nothing
+        // relayed before it is missed, nothing twice.
+        let join = member.join.clone();
+        let mut first: Vec<(Option<ClientId>, Frame)> = Vec::new();
+        if let Some(k) = join.history {
+            first.extend(
+                self.histories
+                    .snapshot(&room, k)
+                    .into_iter()
+                    .map(|f| (None, f)),
+            );
+        }
+        if join.presence {
+            let me = present(&member);
+            let others = room_lanes.iter().flat_map(|l| l.iter()).map(present);
+            first.push((None, presence::snapshot(others.chain([me])).0));
+        }
+        if !first.is_empty() {
+            let bytes = first.iter().map(|(_, f)| f.len()).sum();
+            let count = first.len();
+            let _ = member.outbox.offer(&Arc::from(first), None, count, bytes);
+        }
+        self.notify(&room, "join", &join.name);
+        let Some(room_lanes) = self.rooms.get_mut(&room) else {
+            return;
+        };
         Arc::make_mut(&mut room_lanes[lane]).push(member);
+        self.relayed.entry(room.clone()).or_insert(0);
         self.where_is.insert(client, (room.clone(), lane));
         self.emit(|| Event::Joined { client, room, peer });
     }
@@ -290,14 +445,24 @@ impl Hub {
     }
 
     fn leave(&mut self, client: ClientId, room: Arc<str>, lane: usize) {
+        let mut name = None;
         if let Some(room_lanes) = self.rooms.get_mut(&room) {
-            Arc::make_mut(&mut room_lanes[lane]).retain(|m| m.id != client);
+            Arc::make_mut(&mut room_lanes[lane]).retain(|m| {
+                if m.id == client {
+                    name = Some(m.join.name.clone());
+                }
+                m.id != client
+            });
             if room_lanes.iter().all(|members| members.is_empty()) {
                 self.rooms.remove(&room);
+                self.relayed.remove(&room);
                 if let Some(bridge) = &self.bridge {
                     bridge.unsubscribe(room.clone());
                 }
             }
+        }
+        if let Some(name) = name {
+            self.notify(&room, "leave", &name);
         }
         self.emit(|| Event::Left { client, room });
     }
@@ -328,6 +493,10 @@ impl Hub {
                 .dispatch(room_lanes, Delivery::new(room.clone(), frames));
         }
         for p in burst.drain(..) {
+            self.histories.record(&p.room, &p.frame, &p.message);
+            if let Some(n) = self.relayed.get_mut(&p.room) {
+                *n += 1;
+            }
             match (&p.remote, &self.bridge) {
                 (Some(_), _) => {}
                 (None, Some(bridge)) => bridge.publish(&p.room, &p.message),

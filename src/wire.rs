@@ -98,6 +98,15 @@ impl Frame {
         }
     }
 
+    /// The same frame, not counted against the memory budget (for copies
+    /// kept outside any queue, such as a room's history).
+    pub(crate) fn uncharged(&self) -> Frame {
+        Frame {
+            charge: None,
+            ..self.clone()
+        }
+    }
+
     /// Counts this frame against `memory` until its last clone is gone.
     pub(crate) fn charged(mut self, memory: &Arc<Memory>) -> Frame {
         self.charge = Some(Charge::new(memory, self.len()));

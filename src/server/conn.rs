@@ -17,7 +17,7 @@ use super::budget::Registered;
 use crate::Config;
 use crate::handshake;
 use crate::http::{self, HeadError, Rejection, Route};
-use crate::hub::ClientId;
+use crate::hub::{ClientId, Query};
 use crate::wire::Wire;
 
 /// One accepted connection, on its own thread.
@@ -91,6 +91,12 @@ impl Conn {
                     drop(buf);
                     return self.upgrade(request, None, rest, registered);
                 }
+                Ok(Route::Rooms(room)) => {
+                    if !self.serve_rooms(&request, room, head_only) {
+                        return;
+                    }
+                    buf = rest;
+                }
             }
         }
     }
@@ -113,6 +119,56 @@ impl Conn {
         }
         // Let the response reach the peer before the socket closes.
         self.wire.shutdown(Shutdown::Write);
+    }
+
+    /// `GET /rooms` and `/rooms/{room}`, answered by the hub, under the
+    /// page's origin policy; returns whether the connection stays open.
+    fn serve_rooms(&self, request: &Request<()>, room: Option<String>, head_only: bool) -> bool {
+        if let Err(rejection) =
+            handshake::check_origin(request, &self.shared.policy.allowed_origins)
+        {
+            self.refuse(&rejection, head_only);
+            return false;
+        }
+        let answer = match room {
+            None => self.shared.ask(Query::Rooms).map(Some),
+            Some(room) => {
+                let room: Arc<str> = room.into();
+                self.shared.ask(|tx| Query::Room(room, tx))
+            }
+        };
+        let body = match answer {
+            Some(Some(body)) => body,
+            Some(None) => {
+                let rejection = Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no room {}", request.uri().path()),
+                );
+                self.refuse(&rejection, head_only);
+                return false;
+            }
+            None => {
+                let rejection =
+                    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the hub did not answer");
+                self.refuse(&rejection, head_only);
+                return false;
+            }
+        };
+        let keep = http::keep_alive(request);
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", "no-cache"),
+        ];
+        http::respond(
+            self.wire.stream(),
+            StatusCode::OK,
+            &headers,
+            body.as_bytes(),
+            head_only,
+            keep,
+        )
+        .is_ok()
+            && keep
     }
 
     /// Serves one file; returns whether the connection stays open.

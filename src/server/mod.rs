@@ -156,9 +156,14 @@ impl Server {
             let _ = shared.bridge.set(bridge.stats().clone());
         }
         let lanes = hub::Lanes::start(limits);
+        let history = crate::history::Bounds {
+            messages: shared.config.history,
+            bytes: shared.config.history_bytes,
+            age: shared.config.history_age,
+        };
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
-            .spawn(move || hub::run(hub_rx, lanes, memory, bridge))?;
+            .spawn(move || hub::run(hub_rx, lanes, memory, bridge, history))?;
         let acceptor_shared = shared.clone();
         let acceptor = thread::Builder::new()
             .name("wshub-accept".into())
@@ -339,6 +344,18 @@ impl Handle {
         )
     }
 
+    /// The messages `room` keeps in its history (see [`Config::history`]),
+    /// oldest first.
+    pub fn history(&self, room: &str) -> Result<Vec<Message>> {
+        if !room.is_empty() && !http::valid_room(room) {
+            return Err(Error::InvalidRoom(room.to_string()));
+        }
+        let room: Arc<str> = room.into();
+        self.shared
+            .ask(|tx| hub::Query::History(room, tx))
+            .ok_or(Error::Closed)
+    }
+
     /// Open WebSocket connections right now.
     pub fn client_count(&self) -> usize {
         self.shared.clients.load(Ordering::Relaxed)
@@ -355,6 +372,13 @@ impl Handle {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the hub a question and waits (at most 2 s) for its answer.
+    fn ask<T: Send + 'static>(&self, query: impl FnOnce(Sender<T>) -> hub::Query) -> Option<T> {
+        let (tx, rx) = bounded(1);
+        self.hub.send(HubMsg::Query(query(tx))).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
     /// Waits until no connection thread is left, or `timeout` passes.

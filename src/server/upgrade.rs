@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use log::{debug, error, info, warn};
 use tungstenite::http::{Request, StatusCode};
@@ -22,8 +23,9 @@ use super::budget::{Admission, Registered};
 use super::conn::Conn;
 use crate::handshake;
 use crate::http::Rejection;
-use crate::hub::{HubMsg, Member};
+use crate::hub::{ClientId, HubMsg, Join, Member};
 use crate::outbox::{self, Outbox};
+use crate::presence;
 use crate::session::{self, Ending, Handlers, Parts, Timing, close_frame};
 use crate::wire::Frame;
 
@@ -40,6 +42,13 @@ impl Conn {
         let response = match handshake::accept(&request, &self.shared.policy) {
             Ok(response) => response,
             Err(rejection) => return self.refuse(&rejection, false),
+        };
+        let join = match &room {
+            Some(_) => match join_of(&request, self.id) {
+                Ok(join) => join,
+                Err(rejection) => return self.refuse(&rejection, false),
+            },
+            None => Join::default(),
         };
         // Headers are done with; what follows lives as long as the client.
         drop(request);
@@ -67,6 +76,7 @@ impl Conn {
             room: room.clone(),
             peer: self.peer,
             outbox: mailbox.0.clone(),
+            join: Arc::new(join),
         }));
         if hub_accepted.is_err() {
             return;
@@ -190,6 +200,35 @@ impl Conn {
             let _ = self.shared.hub.send(HubMsg::Unregister(id));
         }
     }
+}
+
+/// What a chat client asks for in its query string: `history=K|all`,
+/// `presence=1`, `name=…` (1–64 characters, no control characters).
+fn join_of(request: &Request<()>, id: ClientId) -> Result<Join, Rejection> {
+    let bad = |why: &str| Rejection::new(StatusCode::BAD_REQUEST, why.to_string());
+    let mut join = Join {
+        name: format!("guest-{}", id.0).into(),
+        at: Some(SystemTime::now()),
+        ..Join::default()
+    };
+    let query = request.uri().query().unwrap_or("");
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "history" => {
+                join.history = Some(match &*value {
+                    "all" => usize::MAX,
+                    n => n
+                        .parse()
+                        .map_err(|_| bad("history is a number of messages or all"))?,
+                })
+            }
+            "presence" => join.presence = matches!(&*value, "1" | "true" | "yes"),
+            "name" if presence::valid_name(&value) => join.name = value.as_ref().into(),
+            "name" => return Err(bad("names are 1-64 characters, no control characters")),
+            _ => {}
+        }
+    }
+    Ok(join)
 }
 
 /// One log line for how a client's connection ended.

@@ -195,6 +195,15 @@ pub struct ServeArgs {
     /// Stack size of each connection thread.
     #[arg(long, default_value_t = ByteSize(DEFAULT_THREAD_STACK_BYTES as u64))]
     pub thread_stack_bytes: ByteSize,
+    /// Messages each room keeps for clients that join with ?history=K (0: none).
+    #[arg(long, default_value_t = DEFAULT_HISTORY)]
+    pub history: usize,
+    /// Bytes each room's history may hold.
+    #[arg(long, default_value_t = ByteSize(DEFAULT_HISTORY_BYTES as u64))]
+    pub history_bytes: ByteSize,
+    /// Messages older than this leave the history (an empty room's history goes too).
+    #[arg(long, default_value_t = DEFAULT_HISTORY_AGE.into())]
+    pub history_age: HumanDuration,
     /// Share rooms with other instances through Redis: redis://HOST:PORT[/DB].
     /// Several instances behind one address (an nginx upstream) then act as one hub.
     #[arg(long, value_name = "URL")]
@@ -232,6 +241,9 @@ impl ServeArgs {
             read_buffer_bytes: bytes(self.read_buffer_bytes),
             thread_stack_bytes: bytes(self.thread_stack_bytes),
             event_queue: DEFAULT_EVENT_QUEUE,
+            history: self.history,
+            history_bytes: bytes(self.history_bytes),
+            history_age: self.history_age.into(),
             redis: self.redis.clone(),
         }
     }
