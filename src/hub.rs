@@ -363,8 +363,7 @@ impl Hub {
 
     /// Tells the room's presence clients about a join or leave, in order
     /// with its messages (through the lanes, as every delivery).
-    fn notify(&mut self, room: &Arc<str>, event: &str, name: &str) {
-        let clients = self.members(room).count();
+    fn notify(&mut self, room: &Arc<str>, event: &str, name: &str, clients: usize) {
         let Some(room_lanes) = self.rooms.get(room) else {
             return;
         };
@@ -420,11 +419,9 @@ impl Hub {
             first.push((None, presence::snapshot(others.chain([me])).0));
         }
         if !first.is_empty() {
-            let bytes = first.iter().map(|(_, f)| f.len()).sum();
-            let count = first.len();
-            let _ = member.outbox.offer(&Arc::from(first), None, count, bytes);
+            member.outbox.preload(Arc::from(first));
         }
-        self.notify(&room, "join", &join.name);
+        self.notify(&room, "join", &join.name, size + 1);
         let Some(room_lanes) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -462,7 +459,8 @@ impl Hub {
             }
         }
         if let Some(name) = name {
-            self.notify(&room, "leave", &name);
+            let clients = self.members(&room).count();
+            self.notify(&room, "leave", &name, clients);
         }
         self.emit(|| Event::Left { client, room });
     }

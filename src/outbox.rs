@@ -78,6 +78,9 @@ pub(crate) enum Out {
         frames: Burst,
         skip: Option<ClientId>,
     },
+    /// What a joining client gets first (its room's history, a presence
+    /// snapshot): counted in bytes but not against the message bound.
+    History(Burst),
     /// No frame: wakes the writer to look at its signals.
     Wake,
 }
@@ -88,9 +91,20 @@ impl Out {
         let (one, many, skip) = match self {
             Out::Frame(f) => (Some(f), &[][..], None),
             Out::Burst { frames, skip } => (None, &frames[..], *skip),
+            Out::History(frames) => (None, &frames[..], None),
             Out::Wake => (None, &[][..], None),
         };
         one.into_iter().chain(burst_frames(many, skip))
+    }
+
+    /// What this entry counts in its outbox's load: messages (against the
+    /// message bound) and bytes.
+    pub(crate) fn counted(&self) -> (usize, usize) {
+        let bytes = self.frames().map(Frame::len).sum();
+        match self {
+            Out::History(_) => (0, bytes),
+            _ => (self.frames().count(), bytes),
+        }
     }
 }
 
@@ -265,6 +279,14 @@ impl Outbox {
         })
     }
 
+    /// Queues what a joining client gets before anything else, whatever
+    /// the message bound (its size is bounded by the history's bounds).
+    pub(crate) fn preload(&self, frames: Burst) {
+        let entry = Out::History(frames);
+        let (messages, bytes) = entry.counted();
+        let _ = self.enqueue(entry, messages, bytes);
+    }
+
     /// Queues one data frame, waiting while the channel is full (the
     /// dialling side's back-pressure). Fails only when the writer is gone.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), Refused> {
@@ -324,9 +346,7 @@ impl Outbox {
                     cut |= f.is_raw();
                 }
                 if !matches!(entry, Out::Wake) {
-                    let (count, bytes) = entry
-                        .frames()
-                        .fold((0, 0), |(c, b), f| (c + 1, b + f.len()));
+                    let (count, bytes) = entry.counted();
                     self.uncount(count, bytes);
                     self.state.pending.fetch_sub(1, Ordering::AcqRel);
                 }

@@ -470,15 +470,18 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
         let mut close = None;
         let mut next = Some(item);
         let mut count = 0;
+        let mut frames = 0;
         let mut taken_bytes = 0;
         while let Some(item) = next.take() {
             match item {
                 Out::Frame(f) if f.is_close() => close = Some(f),
                 item => {
-                    count += item.frames().count();
-                    taken_bytes += item.frames().map(Frame::len).sum::<usize>();
+                    let (counted, bytes) = item.counted();
+                    count += counted;
+                    frames += item.frames().count();
+                    taken_bytes += bytes;
                     batch.push(item);
-                    if count < MAX_BATCH && taken_bytes < MAX_BATCH_BYTES {
+                    if frames < MAX_BATCH && taken_bytes < MAX_BATCH_BYTES {
                         next = mailbox.try_next();
                     }
                 }
