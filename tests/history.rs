@@ -104,6 +104,9 @@ fn a_join_during_a_flood_sees_every_message_once_in_the_rooms_order() {
     const EACH: usize = 200;
     let server = start(Config {
         history: 10_000,
+        // The test reads the observer and the joiner one after the other:
+        // neither may be evicted as a slow reader meanwhile.
+        send_queue: 10_000,
         ..config()
     });
     let addr = server.local_addr();
