@@ -110,6 +110,29 @@ fn two_clients_chat_through_the_server() {
 }
 
 #[test]
+fn history_flag_prints_the_rooms_last_messages_first() {
+    let server = start(config());
+    let events = server.events();
+    let url = format!("ws://{}/ws/late", server.local_addr());
+    let mut alice = client(&[&url]);
+    let mut bob = client(&[&url]);
+    joined(&events, 2);
+    for line in ["one", "two", "three"] {
+        alice.say(line);
+        assert_eq!(bob.next_out(), line);
+    }
+    let mut late = client(&["--history", "2", &url]);
+    assert_eq!(late.next_out(), "two");
+    assert_eq!(late.next_out(), "three");
+    alice.say("four");
+    assert_eq!(late.next_out(), "four");
+    for c in [&mut alice, &mut bob, &mut late] {
+        c.end_stdin();
+        assert_eq!(c.exit_code(), 0);
+    }
+}
+
+#[test]
 fn send_file_and_save_dir_are_byte_exact() {
     let server = start(config());
     let events = server.events();

@@ -55,7 +55,14 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
         max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
         ..ConnectOptions::default()
     };
-    let conn = Arc::new(Connection::connect(&args.url, &options).map_err(|e| e.to_string())?);
+    let url = match &args.history {
+        Some(k) => {
+            let sep = if args.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}history={k}", args.url)
+        }
+        None => args.url.clone(),
+    };
+    let conn = Arc::new(Connection::connect(&url, &options).map_err(|e| e.to_string())?);
     // Installed only now (until connected, Ctrl-C simply ends the process)
     // and before "connected" is printed, which scripts may wait for.
     let signals = signal_channel()?;

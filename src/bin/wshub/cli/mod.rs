@@ -72,6 +72,9 @@ pub fn run(cli: Cli) -> ExitCode {
 pub struct ClientArgs {
     /// The server, e.g. ws://localhost:8080/ws/ops
     pub url: String,
+    /// Ask a wshub room for its last K messages first (K or "all"; adds ?history=K to the URL).
+    #[arg(long, value_name = "K")]
+    pub history: Option<String>,
     /// Send this file first, as a file message (u16 LE name length, UTF-8 name, bytes).
     #[arg(long, value_name = "PATH")]
     pub send_file: Option<PathBuf>,
