@@ -31,6 +31,7 @@ function startServer(addr) {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let log = "";
+    child.log = () => log;
     const timer = setTimeout(() => reject(new Error("wshub did not start:\n" + log)), STEP);
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
@@ -207,6 +208,64 @@ test("chat, files, rooms, XSS and reconnect in a real browser", async () => {
   await bob.screenshot({ path: path.join(shots, "chat-after-restart.png") });
 
   for (const p of [alice, bob, carol]) assert.deepEqual(p.errors, [], "no page errors");
+});
+
+/** Waits until `cond()` holds (polling the server's log, say). */
+async function until(what, cond) {
+  const deadline = Date.now() + STEP;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The page's log as a list: message bodies, "|" for the divider. */
+function logItems(page) {
+  return page.$$eval("#log > *", (els) =>
+    els.map((e) => (e.classList.contains("divider") ? "|" : e.classList.contains("presence") ? "~" : (e.querySelector(".body") || {}).textContent)),
+  );
+}
+
+test("presence, history under a divider, and a dropped socket loses nothing and repeats nothing", async () => {
+  const joinedLines = () => server.log().split("\n").filter((l) => l.includes('joined room "hist"'));
+  const dana = await user("dana", "hist");
+  await until("dana's join in the log", () => joinedLines().length >= 1);
+  const danaPort = joinedLines()[0].match(/\(127\.0\.0\.1:(\d+)\)/)[1];
+  const eli = await user("eli", "hist");
+
+  // Both pages show who is there: a count, names on hover, a line on joining.
+  for (const p of [dana, eli]) {
+    await p.waitForFunction(() => document.getElementById("who").title.split(", ").sort().join() === "dana,eli", null, { timeout: STEP });
+    assert.equal(await p.$eval("#who", (e) => e.textContent), "2 here");
+  }
+  await dana.waitForFunction(() => [...document.querySelectorAll("#log .msg.presence")].some((e) => e.textContent === "eli joined"), null, { timeout: STEP });
+
+  await say(dana, "first");
+  await waitForText(eli, "theirs", "first");
+  await say(eli, "second");
+  await waitForText(dana, "theirs", "second");
+
+  // A reload shows the earlier messages, then the divider.
+  await eli.reload();
+  await connected(eli);
+  await eli.waitForSelector("#log .divider", { timeout: STEP });
+  const items = (await logItems(eli)).filter((t) => t !== "~");
+  assert.deepEqual(items, ["first", "second", "|"]);
+  await eli.screenshot({ path: path.join(shots, "chat-history.png") });
+
+  // The server drops dana's socket (ss -K, as a lost Wi-Fi would); eli
+  // talks meanwhile; dana reconnects and shows those messages exactly once.
+  const kill = spawn("ss", ["-K", `( sport = :${port} and dport = :${danaPort} )`], { stdio: "ignore" });
+  await new Promise((r) => kill.on("exit", r));
+  await dana.waitForFunction(() => document.getElementById("state").classList.contains("closed"), null, { timeout: STEP });
+  await say(eli, "while you were away");
+  await say(eli, "and once more");
+  await connected(dana);
+  await waitForText(dana, "theirs", "and once more");
+  const after = (await messages(dana, "theirs")).concat(await messages(dana, "mine"));
+  const count = (t) => after.filter((x) => x === t).length;
+  for (const t of ["first", "second", "while you were away", "and once more"]) assert.equal(count(t), 1, `"${t}" shown ${count(t)} times`);
+  assert.deepEqual(dana.errors.concat(eli.errors), []);
 });
 
 test("the echo page talks to /echo", async () => {

@@ -119,6 +119,13 @@
   // ---- the connection ----
   let ws = null, retry = 0, retryTimer = null;
   const mine = new Set();
+  // Ids of chat messages shown in this room: a reconnect asks for the room's
+  // history and shows only what is not here yet.
+  const shown = new Set();
+  // Until the server's presence snapshot, what arrives is the room's history.
+  let replaying = false, replayed = 0;
+  const whoEl = $("who");
+  let present = [];
 
   function setState(text, cls) {
     stateEl.textContent = text;
@@ -130,7 +137,40 @@
 
   function url() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    return scheme + location.host + "/ws" + (room ? "/" + room : "");
+    const q = new URLSearchParams({ history: "all", presence: "1", name: nameInput.value || "guest" });
+    return scheme + location.host + "/ws" + (room ? "/" + room : "") + "?" + q.toString();
+  }
+
+  function showPresence() {
+    whoEl.hidden = present.length === 0;
+    whoEl.textContent = present.length + " here";
+    whoEl.title = present.join(", ");
+  }
+
+  function onPresence(p) {
+    if (p.event === "snapshot" && Array.isArray(p.names)) {
+      present = p.names.filter((n) => typeof n === "string");
+      if (replaying && replayed > 0) {
+        const d = document.createElement("div");
+        d.className = "divider";
+        d.textContent = "earlier messages";
+        log.appendChild(d);
+      }
+      replaying = false;
+    } else if ((p.event === "join" || p.event === "leave") && typeof p.name === "string") {
+      if (p.event === "join") present.push(p.name);
+      else {
+        const i = present.indexOf(p.name);
+        if (i >= 0) present.splice(i, 1);
+      }
+      const line = document.createElement("div");
+      line.className = "msg presence";
+      line.textContent = p.name + (p.event === "join" ? " joined" : " left");
+      const stick = atBottom();
+      log.appendChild(line);
+      if (stick) log.scrollTop = log.scrollHeight;
+    }
+    showPresence();
   }
 
   function connect() {
@@ -139,6 +179,8 @@
     socket.binaryType = "arraybuffer";
     ws = socket;
     setState("connecting…", "connecting");
+    replaying = true;
+    replayed = 0;
     socket.onopen = () => {
       if (ws !== socket) return;
       retry = 0;
@@ -149,10 +191,13 @@
       if (typeof ev.data === "string") return onText(ev.data);
       const f = decodeFile(ev.data);
       if (!f) return addText("theirs", null, "malformed file frame (" + size(ev.data.byteLength) + ")");
+      if (replaying) replayed++;
       add("theirs", null, (item) => fileLink(item, f.name, f.data));
     };
     socket.onclose = (ev) => {
       if (ws !== socket) return;
+      present = [];
+      showPresence();
       const delay = Math.min(15000, 1000 * Math.pow(2, retry++)) + Math.floor(Math.random() * 300);
       const why = ev.code === 1000 || ev.code === 1005 ? "" : " (" + ev.code + (ev.reason ? " " + ev.reason : "") + ")";
       setState("disconnected" + why + " — retrying in " + Math.round(delay / 1000) + " s", "closed");
@@ -167,10 +212,15 @@
     } catch (e) {
       m = null;
     }
+    if (m && m.wshub === "presence") return onPresence(m);
     if (m && m.type === "chat" && typeof m.body === "string") {
-      if (typeof m.id === "string" && mine.has(m.id)) return; // our own, echoed back
+      // Our own (echoed, or in the history), or already shown before a reconnect.
+      if (typeof m.id === "string" && (mine.has(m.id) || shown.has(m.id))) return;
+      if (typeof m.id === "string") shown.add(m.id);
+      if (replaying) replayed++;
       return addText("theirs", typeof m.name === "string" ? m.name : "?", m.body);
     }
+    if (replaying) replayed++;
     addText("theirs", null, text); // from another kind of client: shown as-is
   }
 
@@ -241,6 +291,9 @@
       old.close(1000);
     }
     log.textContent = "";
+    shown.clear();
+    present = [];
+    showPresence();
     connect();
   }
 
