@@ -114,8 +114,13 @@ pub(crate) enum Control {
 /// A message for the publisher thread.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    pub channel: String,
+    pub room: Arc<str>,
     pub payload: Vec<u8>,
+}
+
+/// The Redis stream that keeps `room`'s history.
+pub(crate) fn stream(room: &str) -> String {
+    format!("wshub:history:{room}")
 }
 
 /// The hub's handle on the bridge. Dropping it stops the bridge's threads.
@@ -134,7 +139,7 @@ impl Bridge {
     }
 
     /// Hands a local message to the publisher, without waiting.
-    pub(crate) fn publish(&self, room: &str, message: &Message) {
+    pub(crate) fn publish(&self, room: &Arc<str>, message: &Message) {
         let Some(publish) = &self.publish else {
             return;
         };
@@ -142,7 +147,7 @@ impl Bridge {
             return;
         };
         let out = Outgoing {
-            channel: channel(room),
+            room: room.clone(),
             payload,
         };
         match publish.try_send(out) {
@@ -206,6 +211,7 @@ pub(crate) fn start(
     _url: &str,
     _hub: Sender<crate::hub::HubMsg>,
     _memory: Arc<crate::memory::Memory>,
+    _history: crate::history::Bounds,
 ) -> crate::Result<Bridge> {
     Err(crate::Error::Config(
         "this build has no Redis support (the `redis` cargo feature)".into(),
@@ -216,13 +222,16 @@ pub(crate) fn start(
 mod redis_threads {
     //! The two threads that talk to Redis.
 
-    use std::time::Duration;
+    use std::collections::{HashMap, VecDeque};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, bounded, unbounded};
     use log::{debug, info, warn};
+    use redis::Value;
     use tungstenite::protocol::Role;
 
     use super::*;
+    use crate::history;
     use crate::hub::HubMsg;
     use crate::memory::Memory;
     use crate::wire::Frame;
@@ -235,6 +244,27 @@ mod redis_threads {
     /// Reconnection backoff: doubles from the first to the cap.
     const BACKOFF_FIRST: Duration = Duration::from_millis(100);
     const BACKOFF_CAP: Duration = Duration::from_secs(5);
+    /// Messages the publisher keeps while Redis is unreachable, to send
+    /// when it is back (the oldest go first when it is full).
+    const BACKLOG: usize = 4096;
+
+    /// Appends to the room's stream (trimmed by count and age, expiring
+    /// with the age) and publishes with the entry's id in front, in one
+    /// step: every instance sees the stream and the channel in one order.
+    const PUBLISH_SCRIPT: &str = "\
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], id .. '\\n' .. ARGV[3])
+return id";
+
+    /// A stream entry id, `ms-seq`, in Redis's order.
+    type EntryId = (u64, u64);
+
+    fn parse_id(s: &str) -> Option<EntryId> {
+        let (ms, seq) = s.split_once('-')?;
+        Some((ms.parse().ok()?, seq.parse().ok()?))
+    }
 
     /// Checks `url` and starts the bridge's threads. A URL that cannot
     /// work fails here; an unreachable server is retried in the background.
@@ -242,6 +272,7 @@ mod redis_threads {
         url: &str,
         hub: Sender<HubMsg>,
         memory: Arc<Memory>,
+        history: history::Bounds,
     ) -> crate::Result<Bridge> {
         let client = redis::Client::open(url)
             .map_err(|e| crate::Error::Config(format!("--redis {url:?}: {e}")))?;
@@ -256,12 +287,22 @@ mod redis_threads {
         threads.push(
             std::thread::Builder::new()
                 .name("wshub-redis-pub".into())
-                .spawn(move || publisher(c, publish_rx, s))?,
+                .spawn(move || publisher(c, publish_rx, s, history))?,
         );
-        let (c, s, id) = (client, stats.clone(), instance.clone());
+        let sub = Subscriber {
+            client,
+            control: control_rx,
+            hub,
+            memory,
+            instance: instance.clone(),
+            stats: stats.clone(),
+            history,
+            rooms: Rooms::default(),
+            last_seen: HashMap::new(),
+        };
         let subscriber = std::thread::Builder::new()
             .name("wshub-redis-sub".into())
-            .spawn(move || subscriber(c, control_rx, hub, memory, id, s));
+            .spawn(move || sub.run());
         match subscriber {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -291,12 +332,25 @@ mod redis_threads {
         }
     }
 
-    /// Publishes what the hub hands over, in order. While Redis is
-    /// unreachable it reconnects on a timer (capped backoff) and drops what
-    /// comes meanwhile; a publish that fails is retried once on a fresh
-    /// connection, so a Redis that restarted while the publisher was idle
-    /// loses nothing.
-    fn publisher(client: redis::Client, queue: Receiver<Outgoing>, stats: Arc<Stats>) {
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Publishes what the hub hands over, in order: each message goes into
+    /// its room's stream and onto its channel. While Redis is unreachable
+    /// the publisher keeps messages in a backlog (at most [`BACKLOG`]) and
+    /// reconnects on a timer; when Redis is back it sends the backlog
+    /// first, so a short outage loses nothing across instances. A publish
+    /// that fails is retried once on a fresh connection (Redis may have
+    /// restarted while the publisher was idle).
+    fn publisher(
+        client: redis::Client,
+        queue: Receiver<Outgoing>,
+        stats: Arc<Stats>,
+        history: history::Bounds,
+    ) {
         let connect = |stats: &Stats| match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Ok(c) => {
                 set_up(&stats.publisher_up, true, "publisher", "");
@@ -307,37 +361,65 @@ mod redis_threads {
                 None
             }
         };
-        let publish = |c: &mut redis::Connection, out: &Outgoing| -> redis::RedisResult<i64> {
-            redis::cmd("PUBLISH")
-                .arg(&out.channel)
+        let age_ms = u64::try_from(history.age.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let publish = |c: &mut redis::Connection, out: &Outgoing| -> redis::RedisResult<()> {
+            if history.messages == 0 {
+                let mut payload = b"0-0\n".to_vec();
+                payload.extend_from_slice(&out.payload);
+                return redis::cmd("PUBLISH")
+                    .arg(channel(&out.room))
+                    .arg(payload)
+                    .query::<i64>(c)
+                    .map(|_| ());
+            }
+            let oldest = now_ms().saturating_sub(age_ms);
+            redis::cmd("EVAL")
+                .arg(PUBLISH_SCRIPT)
+                .arg(2)
+                .arg(stream(&out.room))
+                .arg(channel(&out.room))
+                .arg(history.messages)
+                .arg(age_ms)
                 .arg(&out.payload)
-                .query(c)
+                .arg(oldest)
+                .query::<Value>(c)
+                .map(|_| ())
         };
         let mut conn = connect(&stats);
         if conn.is_none() {
             warn!("redis bridge: publisher cannot reach Redis yet; retrying");
         }
+        let mut backlog: VecDeque<Outgoing> = VecDeque::new();
         let mut backoff = BACKOFF_FIRST;
+        let keep = |backlog: &mut VecDeque<Outgoing>, out: Outgoing| {
+            if backlog.len() == BACKLOG {
+                backlog.pop_front();
+                stats.drop_one("the outage backlog is full");
+            }
+            backlog.push_back(out);
+        };
         loop {
-            let out = match conn.is_some() {
-                true => match queue.recv() {
-                    Ok(out) => out,
-                    Err(_) => break,
-                },
-                false => match queue.recv_timeout(backoff) {
-                    Ok(_) => {
-                        stats.drop_one("Redis is unreachable");
-                        continue;
-                    }
+            if conn.is_none() {
+                match queue.recv_timeout(backoff) {
+                    Ok(out) => keep(&mut backlog, out),
                     Err(RecvTimeoutError::Timeout) => {
                         conn = connect(&stats);
                         backoff = match conn {
                             Some(_) => BACKOFF_FIRST,
                             None => (backoff * 2).min(BACKOFF_CAP),
                         };
-                        continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
+                }
+                continue;
+            }
+            let out = match backlog.pop_front() {
+                Some(out) => out,
+                None => match queue.recv() {
+                    Ok(out) => out,
+                    Err(_) => break,
                 },
             };
             let Some(c) = conn.as_mut() else { continue };
@@ -348,15 +430,15 @@ mod redis_threads {
             // The connection may just be stale (Redis restarted meanwhile).
             conn = connect(&stats);
             match conn.as_mut().map(|c| publish(c, &out)) {
-                Some(Ok(_)) => {
+                Some(Ok(())) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Err(e)) => {
                     set_up(&stats.publisher_up, false, "publisher", &e.to_string());
                     conn = None;
-                    stats.drop_one("Redis is unreachable");
+                    backlog.push_front(out);
                 }
-                None => stats.drop_one("Redis is unreachable"),
+                None => backlog.push_front(out),
             }
         }
         debug!("redis bridge: publisher stopped");
@@ -370,134 +452,299 @@ mod redis_threads {
         Lost(String),
     }
 
-    fn subscriber(
+    /// The subscriber's state, kept across reconnections.
+    struct Subscriber {
         client: redis::Client,
         control: Receiver<Control>,
         hub: Sender<HubMsg>,
         memory: Arc<Memory>,
         instance: Arc<str>,
         stats: Arc<Stats>,
-    ) {
-        let mut rooms = Rooms::default();
-        let mut backoff = BACKOFF_FIRST;
-        let mut first = true;
-        loop {
-            // Room changes that came while disconnected still count.
-            loop {
-                match control.try_recv() {
-                    Ok(c) => {
-                        rooms.apply(&c);
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
-                }
-            }
-            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-                Ok(mut conn) => {
-                    backoff = BACKOFF_FIRST;
-                    let ended = subscribed(
-                        &mut conn, &mut rooms, &control, &hub, &memory, &instance, &stats,
-                    );
-                    match ended {
-                        Ended::Shutdown => return,
-                        Ended::Lost(why) => set_up(&stats.subscriber_up, false, "subscriber", &why),
-                    }
-                }
-                Err(e) => {
-                    if first {
-                        warn!("redis bridge: subscriber cannot reach Redis: {e}; retrying");
-                    }
-                    set_up(&stats.subscriber_up, false, "subscriber", &e.to_string());
-                }
-            }
-            first = false;
-            // The backoff, cut short by shutdown.
-            match control.recv_timeout(backoff) {
-                Ok(c) => {
-                    rooms.apply(&c);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
-        }
+        history: history::Bounds,
+        rooms: Rooms,
+        /// The newest stream entry seen per room: what a catch-up after an
+        /// outage starts after, and what a message must be newer than.
+        last_seen: HashMap<Arc<str>, EntryId>,
     }
 
-    /// One connected session: subscribe to the current rooms, then relay
-    /// messages and apply room changes until Redis fails or the hub stops.
-    fn subscribed(
-        conn: &mut redis::Connection,
-        rooms: &mut Rooms,
-        control: &Receiver<Control>,
-        hub: &Sender<HubMsg>,
-        memory: &Arc<Memory>,
-        instance: &str,
-        stats: &Stats,
-    ) -> Ended {
-        let mut pubsub = conn.as_pubsub();
-        if let Err(e) = pubsub.set_read_timeout(Some(POLL)) {
-            return Ended::Lost(e.to_string());
-        }
-        for room in rooms.iter() {
-            if let Err(e) = pubsub.subscribe(channel(room)) {
-                return Ended::Lost(e.to_string());
-            }
-        }
-        set_up(
-            &stats.subscriber_up,
-            true,
-            "subscriber",
-            &format!(" ({} rooms)", rooms.0.len()),
-        );
-        loop {
+    impl Subscriber {
+        fn run(mut self) {
+            let mut backoff = BACKOFF_FIRST;
+            let mut first = true;
             loop {
-                let c = match control.try_recv() {
-                    Ok(c) => c,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return Ended::Shutdown,
-                };
-                if rooms.apply(&c) {
-                    let result = match &c {
-                        Control::Subscribe(room) => pubsub.subscribe(channel(room)),
-                        Control::Unsubscribe(room) => pubsub.unsubscribe(channel(room)),
-                    };
-                    if let Err(e) = result {
-                        return Ended::Lost(e.to_string());
+                // Room changes that came while disconnected still count.
+                loop {
+                    match self.control.try_recv() {
+                        Ok(c) => {
+                            if !self.offline(c) {
+                                return;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
                     }
                 }
+                let conns = self
+                    .client
+                    .get_connection_with_timeout(CONNECT_TIMEOUT)
+                    .and_then(|a| {
+                        Ok((a, self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?))
+                    });
+                match conns {
+                    Ok((mut pubsub, mut data)) => {
+                        backoff = BACKOFF_FIRST;
+                        match self.subscribed(&mut pubsub, &mut data) {
+                            Ended::Shutdown => return,
+                            Ended::Lost(why) => {
+                                set_up(&self.stats.subscriber_up, false, "subscriber", &why)
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if first {
+                            warn!("redis bridge: subscriber cannot reach Redis: {e}; retrying");
+                        }
+                        set_up(
+                            &self.stats.subscriber_up,
+                            false,
+                            "subscriber",
+                            &e.to_string(),
+                        );
+                    }
+                }
+                first = false;
+                // The backoff, cut short by shutdown.
+                match self.control.recv_timeout(backoff) {
+                    Ok(c) => {
+                        if !self.offline(c) {
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
             }
-            let msg = match pubsub.get_message() {
-                Ok(msg) => msg,
-                Err(e) if e.is_timeout() => continue,
-                Err(e) => return Ended::Lost(e.to_string()),
+        }
+
+        /// A room change while Redis is unreachable: remembered for the
+        /// next session; a new room gets an empty backfill at once, so its
+        /// first clients are not kept waiting. `false` when the hub is gone.
+        fn offline(&mut self, c: Control) -> bool {
+            self.rooms.apply(&c);
+            match c {
+                Control::Subscribe(room) => self
+                    .hub
+                    .send(HubMsg::Backfill {
+                        room,
+                        entries: Vec::new(),
+                    })
+                    .is_ok(),
+                Control::Unsubscribe(room) => {
+                    self.last_seen.remove(&room);
+                    true
+                }
+            }
+        }
+
+        /// One connected session: subscribe to the current rooms, catch up
+        /// on what they missed, then relay messages and apply room changes
+        /// until Redis fails or the hub stops.
+        fn subscribed(
+            &mut self,
+            conn: &mut redis::Connection,
+            data: &mut redis::Connection,
+        ) -> Ended {
+            let mut pubsub = conn.as_pubsub();
+            if let Err(e) = pubsub.set_read_timeout(Some(POLL)) {
+                return Ended::Lost(e.to_string());
+            }
+            let rooms: Vec<Arc<str>> = self.rooms.iter().cloned().collect();
+            for room in &rooms {
+                if let Err(e) = pubsub.subscribe(channel(room)) {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            // Subscribed first, then read the streams: what is published
+            // meanwhile comes twice and is recognised by its entry id.
+            for room in &rooms {
+                if let Err(e) = self.catch_up(data, room) {
+                    return Ended::Lost(e);
+                }
+            }
+            let detail = format!(" ({} rooms)", rooms.len());
+            set_up(&self.stats.subscriber_up, true, "subscriber", &detail);
+            loop {
+                loop {
+                    let c = match self.control.try_recv() {
+                        Ok(c) => c,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return Ended::Shutdown,
+                    };
+                    if !self.rooms.apply(&c) {
+                        continue;
+                    }
+                    let result = match &c {
+                        Control::Subscribe(room) => pubsub
+                            .subscribe(channel(room))
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| self.backfill(data, room)),
+                        Control::Unsubscribe(room) => {
+                            self.last_seen.remove(room);
+                            pubsub.unsubscribe(channel(room)).map_err(|e| e.to_string())
+                        }
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if e == "shutdown" => return Ended::Shutdown,
+                        Err(e) => return Ended::Lost(e),
+                    }
+                }
+                let msg = match pubsub.get_message() {
+                    Ok(msg) => msg,
+                    Err(e) if e.is_timeout() => continue,
+                    Err(e) => return Ended::Lost(e.to_string()),
+                };
+                let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
+                    continue;
+                };
+                let room: Arc<str> = room.into();
+                let payload = msg.get_payload_bytes();
+                let Some(newline) = payload.iter().position(|&b| b == b'\n') else {
+                    continue;
+                };
+                let id = std::str::from_utf8(&payload[..newline])
+                    .ok()
+                    .and_then(parse_id);
+                if let Some(id) = id.filter(|&id| id != (0, 0)) {
+                    if self.last_seen.get(&room).is_some_and(|&seen| id <= seen) {
+                        continue;
+                    }
+                    self.last_seen.insert(room.clone(), id);
+                }
+                if !self.relay(room, &payload[newline + 1..]) {
+                    return Ended::Shutdown;
+                }
+            }
+        }
+
+        /// Hands a message from another instance to the hub; `false` when
+        /// the hub is gone. Our own messages (and foreign data) are skipped.
+        fn relay(&self, room: Arc<str>, envelope: &[u8]) -> bool {
+            let Some((origin, message)) = decode(envelope) else {
+                debug!("redis bridge: a message in room {room:?} that is not ours");
+                return true;
             };
-            let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
-                continue;
-            };
-            let Some((origin, message)) = decode(msg.get_payload_bytes()) else {
-                debug!(
-                    "redis bridge: a message on {} that is not ours",
-                    msg.get_channel_name()
-                );
-                continue;
-            };
-            if origin == instance {
-                continue;
+            if origin == &*self.instance {
+                return true;
             }
             let Some(frame) = Frame::data(Role::Server, &message) else {
-                continue;
+                return true;
             };
-            stats.received.fetch_add(1, Ordering::Relaxed);
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
             let remote = HubMsg::Remote {
-                room: room.into(),
-                frame: frame.charged(memory),
+                room,
+                frame: frame.charged(&self.memory),
                 message,
                 instance: origin.into(),
             };
-            if hub.send(remote).is_err() {
-                return Ended::Shutdown;
+            self.hub.send(remote).is_ok()
+        }
+
+        /// After an outage: what the room's stream got since the last entry
+        /// seen, delivered once each, in order.
+        fn catch_up(
+            &mut self,
+            data: &mut redis::Connection,
+            room: &Arc<str>,
+        ) -> Result<(), String> {
+            let Some(&(ms, seq)) = self.last_seen.get(room) else {
+                return Ok(());
+            };
+            let entries: Value = redis::cmd("XRANGE")
+                .arg(stream(room))
+                .arg(format!("({ms}-{seq}"))
+                .arg("+")
+                .query(data)
+                .map_err(|e| e.to_string())?;
+            let mut caught = 0;
+            for (id, envelope) in stream_entries(&entries) {
+                self.last_seen.insert(room.clone(), id);
+                caught += 1;
+                if !self.relay(room.clone(), &envelope) {
+                    return Err("shutdown".into());
+                }
+            }
+            if caught > 0 {
+                info!("redis bridge: room {room:?} caught up on {caught} messages from its stream");
+            }
+            Ok(())
+        }
+
+        /// A room this instance starts listening to: its stream's newest
+        /// entries become the room's local history (the hub holds the room's
+        /// first clients until this arrives).
+        fn backfill(
+            &mut self,
+            data: &mut redis::Connection,
+            room: &Arc<str>,
+        ) -> Result<(), String> {
+            let mut entries = Vec::new();
+            if self.history.messages > 0 {
+                let newest: Value = redis::cmd("XREVRANGE")
+                    .arg(stream(room))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(self.history.messages)
+                    .query(data)
+                    .map_err(|e| e.to_string())?;
+                let mut got = stream_entries(&newest);
+                got.reverse();
+                if let Some(&(id, _)) = got.last() {
+                    self.last_seen.insert(room.clone(), id);
+                }
+                for (_, envelope) in got {
+                    if let Some((_, message)) = decode(&envelope)
+                        && let Some(frame) = Frame::data(Role::Server, &message)
+                    {
+                        entries.push((frame, message));
+                    }
+                }
+            }
+            let backfill = HubMsg::Backfill {
+                room: room.clone(),
+                entries,
+            };
+            self.hub.send(backfill).map_err(|_| "shutdown".to_string())
+        }
+    }
+
+    /// The `(id, envelope)` pairs of an XRANGE or XREVRANGE reply.
+    fn stream_entries(reply: &Value) -> Vec<(EntryId, Vec<u8>)> {
+        let Value::Array(entries) = reply else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let [id, Value::Array(fields)] = &parts[..] else {
+                continue;
+            };
+            let id = match id {
+                Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(parse_id),
+                Value::SimpleString(s) => parse_id(s),
+                _ => None,
+            };
+            let envelope = fields.chunks(2).find_map(|kv| match kv {
+                [Value::BulkString(k), Value::BulkString(v)] if k == b"m" => Some(v.clone()),
+                _ => None,
+            });
+            if let (Some(id), Some(envelope)) = (id, envelope) {
+                out.push((id, envelope));
             }
         }
+        out
     }
 }
 

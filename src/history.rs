@@ -97,6 +97,18 @@ impl Histories {
         history.trim(self.bounds, now);
     }
 
+    /// Takes `entries` (oldest first; from the room's shared history in
+    /// Redis) as the room's history, unless there are none.
+    pub(crate) fn replace(&mut self, room: &Arc<str>, entries: Vec<(Frame, Message)>) {
+        if entries.is_empty() || !self.enabled() {
+            return;
+        }
+        self.rooms.remove(room);
+        for (frame, message) in entries {
+            self.record(room, &frame, &message);
+        }
+    }
+
     /// The last `k` frames of `room` (all it keeps for `usize::MAX`), oldest
     /// first.
     pub(crate) fn snapshot(&mut self, room: &str, k: usize) -> Vec<Frame> {

@@ -134,6 +134,14 @@ pub(crate) enum HubMsg {
         message: Message,
         instance: Arc<str>,
     },
+    /// What the Redis bridge found in a room's shared history when it
+    /// began listening to the room (oldest first; empty when it has none
+    /// or Redis is unreachable): the room's first clients wait for it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Backfill {
+        room: Arc<str>,
+        entries: Vec<(Frame, Message)>,
+    },
     Subscribe(Sender<Event>),
     /// A question about the rooms (for `/rooms` and the host program).
     Query(Query),
@@ -177,6 +185,14 @@ struct Hub {
     histories: Histories,
     /// Messages relayed per room with clients.
     relayed: HashMap<Arc<str>, u64>,
+    /// With the bridge: a new room's first clients, waiting for the room's
+    /// shared history from Redis before they join.
+    parked: HashMap<Arc<str>, Vec<Member>>,
+    /// The room of each waiting client, so that what it sends meanwhile
+    /// finds its room.
+    parked_in: HashMap<ClientId, Arc<str>>,
+    /// Messages to a waiting room, delivered once its clients have joined.
+    held: Vec<Pending>,
     last_sweep: Instant,
 }
 
@@ -221,6 +237,9 @@ pub(crate) fn run(
     let mut hub = Hub {
         histories: Histories::new(history),
         relayed: HashMap::new(),
+        parked: HashMap::new(),
+        parked_in: HashMap::new(),
+        held: Vec::new(),
         last_sweep: Instant::now(),
         rooms: HashMap::new(),
         lanes,
@@ -261,7 +280,9 @@ impl Hub {
                         message,
                     } => {
                         let room = room.or_else(|| {
-                            from.and_then(|id| self.where_is.get(&id).map(|(room, _)| room.clone()))
+                            let id = from?;
+                            let joined = self.where_is.get(&id).map(|(room, _)| room.clone());
+                            joined.or_else(|| self.parked_in.get(&id).cloned())
                         });
                         // No room: the sender left (or was evicted) before
                         // its message got here.
@@ -294,6 +315,7 @@ impl Hub {
                             HubMsg::Unregister(id) => self.unregister(id),
                             HubMsg::Subscribe(tx) => self.subscribers.push(tx),
                             HubMsg::Query(q) => self.answer(q),
+                            HubMsg::Backfill { room, entries } => self.backfilled(room, entries),
                             HubMsg::Shutdown => {
                                 self.shutdown();
                                 return;
@@ -388,13 +410,50 @@ impl Hub {
             self.echo.insert(member.id, member);
             return;
         };
+        // With the bridge, a room new to this instance first gets its
+        // shared history from Redis; its first clients wait for it.
+        if let Some(bridge) = &self.bridge
+            && !self.rooms.contains_key(&room)
+        {
+            let waiting = self.parked.entry(room.clone()).or_default();
+            if waiting.is_empty() {
+                bridge.subscribe(room.clone());
+            }
+            self.parked_in.insert(member.id, room);
+            waiting.push(member);
+            return;
+        }
+        self.join(room, member);
+    }
+
+    /// The bridge's answer for a new room: its shared history becomes the
+    /// local one, and the clients that waited join.
+    fn backfilled(&mut self, room: Arc<str>, entries: Vec<(Frame, Message)>) {
+        self.histories.replace(&room, entries);
+        let waiting = self.parked.remove(&room).unwrap_or_default();
+        let (mut held, others): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|p| p.room == room);
+        self.held = others;
+        if waiting.is_empty() && !self.rooms.contains_key(&room) {
+            // They all left before it came; what they said still goes out.
+            if let Some(bridge) = &self.bridge {
+                bridge.unsubscribe(room);
+            }
+            self.deliver(&mut held);
+            return;
+        }
+        for member in waiting {
+            self.parked_in.remove(&member.id);
+            self.join(room.clone(), member);
+        }
+        // Then what was sent to the room while they waited, in order.
+        self.deliver(&mut held);
+    }
+
+    fn join(&mut self, room: Arc<str>, member: Member) {
         let (client, peer) = (member.id, member.peer);
         let lanes = self.lanes.count();
-        if !self.rooms.contains_key(&room)
-            && let Some(bridge) = &self.bridge
-        {
-            bridge.subscribe(room.clone());
-        }
         let room_lanes = self
             .rooms
             .entry(room.clone())
@@ -435,6 +494,12 @@ impl Hub {
         if self.echo.remove(&id).is_some() {
             return;
         }
+        if self.parked_in.remove(&id).is_some() {
+            for waiting in self.parked.values_mut() {
+                waiting.retain(|m| m.id != id);
+            }
+            return;
+        }
         // Absent means already evicted: nothing to do, as in gorilla.
         if let Some((room, lane)) = self.where_is.remove(&id) {
             self.leave(id, room, lane);
@@ -469,6 +534,15 @@ impl Hub {
     /// shared slice, and each member's outbox is offered one entry
     /// pointing at it, lane by lane (see `fanout`).
     fn deliver(&mut self, burst: &mut Vec<Pending>) {
+        if !self.parked.is_empty() {
+            // A room waiting for its shared history keeps its messages
+            // until its clients have joined.
+            let (held, ready): (Vec<Pending>, Vec<Pending>) = std::mem::take(burst)
+                .into_iter()
+                .partition(|p| self.parked.contains_key(&p.room));
+            self.held.extend(held);
+            *burst = ready;
+        }
         if burst.is_empty() {
             return;
         }

@@ -142,25 +142,26 @@ impl Server {
             live: Mutex::new(Live::default()),
             changed: Condvar::new(),
         });
-        // The lanes' threads start here, before `start` returns, so that a
-        // caller counting threads sees all of the server's.
+        let history = crate::history::Bounds {
+            messages: shared.config.history,
+            bytes: shared.config.history_bytes,
+            age: shared.config.history_age,
+        };
         let bridge = match &shared.config.redis {
             Some(url) => Some(crate::bridge::start(
                 url,
                 shared.hub.clone(),
                 memory.clone(),
+                history,
             )?),
             None => None,
         };
         if let Some(bridge) = &bridge {
             let _ = shared.bridge.set(bridge.stats().clone());
         }
+        // The lanes' threads start here, before `start` returns, so that a
+        // caller counting threads sees all of the server's.
         let lanes = hub::Lanes::start(limits);
-        let history = crate::history::Bounds {
-            messages: shared.config.history,
-            bytes: shared.config.history_bytes,
-            age: shared.config.history_age,
-        };
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub::run(hub_rx, lanes, memory, bridge, history))?;
