@@ -111,12 +111,36 @@ pub(crate) enum Control {
     Unsubscribe(Arc<str>),
 }
 
-/// A message for the publisher thread.
+/// What the publisher thread is handed.
 #[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub room: Arc<str>,
-    pub payload: Vec<u8>,
+pub(crate) enum Outgoing {
+    /// A message for the room's stream and channel.
+    Message { room: Arc<str>, payload: Vec<u8> },
+    /// A local client is in the room (its presence entry, as JSON).
+    Present {
+        room: Arc<str>,
+        client: u64,
+        entry: String,
+    },
+    /// It left.
+    Absent { room: Arc<str>, client: u64 },
 }
+
+/// The Redis hash of who is in `room`, on every instance: field
+/// `{instance}:{client}`, value `{"name":…,"joined_ms":…}`.
+pub(crate) fn presence_key(room: &str) -> String {
+    format!("wshub:presence:{room}")
+}
+
+/// The key an instance keeps alive while it runs; entries of instances
+/// whose key has expired are not shown.
+pub(crate) fn instance_key(instance: &str) -> String {
+    format!("wshub:instance:{instance}")
+}
+
+/// How long an instance's presence outlives its last heartbeat: a crashed
+/// instance's clients leave every other instance's `/rooms` within this.
+pub(crate) const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// The Redis stream that keeps `room`'s history.
 pub(crate) fn stream(room: &str) -> String {
@@ -146,7 +170,7 @@ impl Bridge {
         let Some(payload) = encode(&self.instance, message) else {
             return;
         };
-        let out = Outgoing {
+        let out = Outgoing::Message {
             room: room.clone(),
             payload,
         };
@@ -154,6 +178,28 @@ impl Bridge {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.stats.drop_one("the publish queue is full"),
             Err(TrySendError::Disconnected(_)) => self.stats.drop_one("the publisher stopped"),
+        }
+    }
+
+    /// Records a local client in the room's shared presence.
+    pub(crate) fn present(&self, room: &Arc<str>, client: u64, name: &str, joined_ms: u64) {
+        if let Some(publish) = &self.publish {
+            let entry = serde_json::json!({ "name": name, "joined_ms": joined_ms }).to_string();
+            let _ = publish.try_send(Outgoing::Present {
+                room: room.clone(),
+                client,
+                entry,
+            });
+        }
+    }
+
+    /// Removes a local client from the room's shared presence.
+    pub(crate) fn absent(&self, room: &Arc<str>, client: u64) {
+        if let Some(publish) = &self.publish {
+            let _ = publish.try_send(Outgoing::Absent {
+                room: room.clone(),
+                client,
+            });
         }
     }
 
@@ -203,7 +249,13 @@ impl Rooms {
 }
 
 #[cfg(feature = "redis")]
-pub(crate) use self::redis_threads::start;
+pub(crate) use self::redis_threads::{presence_of, start};
+
+/// Without the `redis` feature there is no shared presence.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn presence_of(_url: &str, _room: &str) -> Option<Vec<(String, u64)>> {
+    None
+}
 
 /// Without the `redis` feature there is no bridge to start.
 #[cfg(not(feature = "redis"))]
@@ -287,7 +339,10 @@ return id";
         threads.push(
             std::thread::Builder::new()
                 .name("wshub-redis-pub".into())
-                .spawn(move || publisher(c, publish_rx, s, history))?,
+                .spawn({
+                    let id = instance.clone();
+                    move || publisher(c, publish_rx, s, history, id)
+                })?,
         );
         let sub = Subscriber {
             client,
@@ -350,62 +405,132 @@ return id";
         queue: Receiver<Outgoing>,
         stats: Arc<Stats>,
         history: history::Bounds,
+        instance: Arc<str>,
     ) {
-        let connect = |stats: &Stats| match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-            Ok(c) => {
-                set_up(&stats.publisher_up, true, "publisher", "");
-                Some(c)
-            }
-            Err(e) => {
-                set_up(&stats.publisher_up, false, "publisher", &e.to_string());
-                None
+        // This instance's presence entries, written again after a reconnect
+        // (a restarted Redis has lost them).
+        let mut present: HashMap<(Arc<str>, u64), String> = HashMap::new();
+        let ttl_ms = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(6000);
+        let field = |client: u64| format!("{instance}:{client}");
+        let heartbeat = |c: &mut redis::Connection| -> redis::RedisResult<()> {
+            redis::cmd("SET")
+                .arg(instance_key(&instance))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<Value>(c)
+                .map(|_| ())
+        };
+        let connect = |stats: &Stats, present: &HashMap<(Arc<str>, u64), String>| {
+            let c = client
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .and_then(|mut c| {
+                    heartbeat(&mut c)?;
+                    if !present.is_empty() {
+                        let mut pipe = redis::pipe();
+                        for ((room, id), entry) in present {
+                            pipe.cmd("HSET")
+                                .arg(presence_key(room))
+                                .arg(field(*id))
+                                .arg(entry)
+                                .ignore();
+                        }
+                        pipe.query::<()>(&mut c)?;
+                    }
+                    Ok(c)
+                });
+            match c {
+                Ok(c) => {
+                    set_up(&stats.publisher_up, true, "publisher", "");
+                    Some(c)
+                }
+                Err(e) => {
+                    set_up(&stats.publisher_up, false, "publisher", &e.to_string());
+                    None
+                }
             }
         };
         let age_ms = u64::try_from(history.age.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let publish = |c: &mut redis::Connection, out: &Outgoing| -> redis::RedisResult<()> {
-            if history.messages == 0 {
-                let mut payload = b"0-0\n".to_vec();
-                payload.extend_from_slice(&out.payload);
-                return redis::cmd("PUBLISH")
-                    .arg(channel(&out.room))
+        let publish =
+            |c: &mut redis::Connection, room: &str, payload: &[u8]| -> redis::RedisResult<()> {
+                if history.messages == 0 {
+                    let mut framed = b"0-0\n".to_vec();
+                    framed.extend_from_slice(payload);
+                    return redis::cmd("PUBLISH")
+                        .arg(channel(room))
+                        .arg(framed)
+                        .query::<i64>(c)
+                        .map(|_| ());
+                }
+                let oldest = now_ms().saturating_sub(age_ms);
+                redis::cmd("EVAL")
+                    .arg(PUBLISH_SCRIPT)
+                    .arg(2)
+                    .arg(stream(room))
+                    .arg(channel(room))
+                    .arg(history.messages)
+                    .arg(age_ms)
                     .arg(payload)
-                    .query::<i64>(c)
-                    .map(|_| ());
-            }
-            let oldest = now_ms().saturating_sub(age_ms);
-            redis::cmd("EVAL")
-                .arg(PUBLISH_SCRIPT)
-                .arg(2)
-                .arg(stream(&out.room))
-                .arg(channel(&out.room))
-                .arg(history.messages)
-                .arg(age_ms)
-                .arg(&out.payload)
-                .arg(oldest)
-                .query::<Value>(c)
-                .map(|_| ())
-        };
-        let mut conn = connect(&stats);
+                    .arg(oldest)
+                    .query::<Value>(c)
+                    .map(|_| ())
+            };
+        let mut conn = connect(&stats, &present);
         if conn.is_none() {
             warn!("redis bridge: publisher cannot reach Redis yet; retrying");
         }
-        let mut backlog: VecDeque<Outgoing> = VecDeque::new();
+        // Messages kept while Redis is unreachable: (room, payload).
+        let mut backlog: VecDeque<(Arc<str>, Vec<u8>)> = VecDeque::new();
         let mut backoff = BACKOFF_FIRST;
-        let keep = |backlog: &mut VecDeque<Outgoing>, out: Outgoing| {
-            if backlog.len() == BACKLOG {
-                backlog.pop_front();
-                stats.drop_one("the outage backlog is full");
-            }
-            backlog.push_back(out);
-        };
+        let beat_every = PRESENCE_TTL / 3;
+        let mut next_beat = std::time::Instant::now() + beat_every;
         loop {
+            // Presence changes are state, not messages: they are applied to
+            // the local map always, and to Redis when it is there.
+            let take = |out: Outgoing,
+                        present: &mut HashMap<(Arc<str>, u64), String>,
+                        backlog: &mut VecDeque<(Arc<str>, Vec<u8>)>,
+                        conn: &mut Option<redis::Connection>| {
+                match out {
+                    Outgoing::Message { room, payload } => {
+                        if backlog.len() == BACKLOG {
+                            backlog.pop_front();
+                            stats.drop_one("the outage backlog is full");
+                        }
+                        backlog.push_back((room, payload));
+                    }
+                    Outgoing::Present {
+                        room,
+                        client,
+                        entry,
+                    } => {
+                        if let Some(c) = conn.as_mut() {
+                            let _ = redis::cmd("HSET")
+                                .arg(presence_key(&room))
+                                .arg(field(client))
+                                .arg(&entry)
+                                .query::<Value>(c);
+                        }
+                        present.insert((room, client), entry);
+                    }
+                    Outgoing::Absent { room, client } => {
+                        if let Some(c) = conn.as_mut() {
+                            let _ = redis::cmd("HDEL")
+                                .arg(presence_key(&room))
+                                .arg(field(client))
+                                .query::<Value>(c);
+                        }
+                        present.remove(&(room, client));
+                    }
+                }
+            };
             if conn.is_none() {
                 match queue.recv_timeout(backoff) {
-                    Ok(out) => keep(&mut backlog, out),
+                    Ok(out) => take(out, &mut present, &mut backlog, &mut conn),
                     Err(RecvTimeoutError::Timeout) => {
-                        conn = connect(&stats);
+                        conn = connect(&stats, &present);
                         backoff = match conn {
                             Some(_) => BACKOFF_FIRST,
                             None => (backoff * 2).min(BACKOFF_CAP),
@@ -415,31 +540,59 @@ return id";
                 }
                 continue;
             }
-            let out = match backlog.pop_front() {
-                Some(out) => out,
-                None => match queue.recv() {
-                    Ok(out) => out,
-                    Err(_) => break,
-                },
+            if backlog.is_empty() {
+                let wait = next_beat.saturating_duration_since(std::time::Instant::now());
+                match queue.recv_timeout(wait) {
+                    Ok(out) => take(out, &mut present, &mut backlog, &mut conn),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            if std::time::Instant::now() >= next_beat {
+                next_beat = std::time::Instant::now() + beat_every;
+                if let Some(c) = conn.as_mut()
+                    && let Err(e) = heartbeat(c)
+                {
+                    set_up(&stats.publisher_up, false, "publisher", &e.to_string());
+                    conn = connect(&stats, &present);
+                }
+            }
+            let Some((room, payload)) = backlog.pop_front() else {
+                continue;
             };
-            let Some(c) = conn.as_mut() else { continue };
-            if publish(c, &out).is_ok() {
+            let Some(c) = conn.as_mut() else {
+                backlog.push_front((room, payload));
+                continue;
+            };
+            if publish(c, &room, &payload).is_ok() {
                 stats.published.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             // The connection may just be stale (Redis restarted meanwhile).
-            conn = connect(&stats);
-            match conn.as_mut().map(|c| publish(c, &out)) {
+            conn = connect(&stats, &present);
+            match conn.as_mut().map(|c| publish(c, &room, &payload)) {
                 Some(Ok(())) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Err(e)) => {
                     set_up(&stats.publisher_up, false, "publisher", &e.to_string());
                     conn = None;
-                    backlog.push_front(out);
+                    backlog.push_front((room, payload));
                 }
-                None => backlog.push_front(out),
+                None => backlog.push_front((room, payload)),
             }
+        }
+        // Leaving for good: this instance's entries go now, not at expiry.
+        if let Some(c) = conn.as_mut() {
+            let mut pipe = redis::pipe();
+            for (room, id) in present.keys() {
+                pipe.cmd("HDEL")
+                    .arg(presence_key(room))
+                    .arg(field(*id))
+                    .ignore();
+            }
+            pipe.cmd("DEL").arg(instance_key(&instance)).ignore();
+            let _ = pipe.query::<()>(c);
         }
         debug!("redis bridge: publisher stopped");
     }
@@ -718,6 +871,55 @@ return id";
             };
             self.hub.send(backfill).map_err(|_| "shutdown".to_string())
         }
+    }
+
+    /// Who is in `room` on every instance that is alive (its heartbeat key
+    /// exists), as names and join times; `None` when Redis cannot be asked
+    /// (then the local answer stands). On the caller's thread, bounded by
+    /// the connect timeout.
+    pub(crate) fn presence_of(url: &str, room: &str) -> Option<Vec<(String, u64)>> {
+        let client = redis::Client::open(url).ok()?;
+        let mut c = client.get_connection_with_timeout(CONNECT_TIMEOUT).ok()?;
+        c.set_read_timeout(Some(CONNECT_TIMEOUT)).ok()?;
+        let entries: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(presence_key(room))
+            .query(&mut c)
+            .ok()?;
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for (field, entry) in entries {
+            let Some((instance, _)) = field.split_once(':') else {
+                continue;
+            };
+            let live = match alive.get(instance) {
+                Some(&live) => live,
+                None => {
+                    let live = redis::cmd("EXISTS")
+                        .arg(instance_key(instance))
+                        .query::<i64>(&mut c)
+                        .ok()?
+                        > 0;
+                    alive.insert(instance.to_string(), live);
+                    live
+                }
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry) else {
+                continue;
+            };
+            if !live {
+                // A crashed instance's entry: tidied up by whoever sees it.
+                let _ = redis::cmd("HDEL")
+                    .arg(presence_key(room))
+                    .arg(&field)
+                    .query::<i64>(&mut c);
+                continue;
+            }
+            if let (Some(name), Some(joined)) = (v["name"].as_str(), v["joined_ms"].as_u64()) {
+                out.push((name.to_string(), joined));
+            }
+        }
+        out.sort_by_key(|m| m.1);
+        Some(out)
     }
 
     /// The `(id, envelope)` pairs of an XRANGE or XREVRANGE reply.

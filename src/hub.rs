@@ -153,7 +153,7 @@ pub(crate) enum Query {
     /// `GET /rooms`.
     Rooms(Sender<String>),
     /// `GET /rooms/{room}`: `None` for a room with no clients and no history.
-    Room(Arc<str>, Sender<Option<String>>),
+    Room(Arc<str>, Sender<Option<presence::RoomInfo>>),
     /// A room's history, oldest first.
     History(Arc<str>, Sender<Vec<Message>>),
 }
@@ -372,10 +372,23 @@ impl Hub {
             }
             Query::Room(room, reply) => {
                 let known = self.rooms.contains_key(&room) || self.histories.held(&room).0 > 0;
-                let json = known.then(|| {
-                    presence::room_json(self.summary(&room), self.members(&room).map(present))
+                let info = known.then(|| {
+                    let summary = self.summary(&room);
+                    presence::RoomInfo {
+                        name: room.to_string(),
+                        clients: summary.clients,
+                        relayed: summary.relayed,
+                        history: summary.history,
+                        members: self
+                            .members(&room)
+                            .map(|m| {
+                                let p = present(m);
+                                (p.name.to_string(), presence::millis(p.joined))
+                            })
+                            .collect(),
+                    }
                 });
-                let _ = reply.send(json);
+                let _ = reply.send(info);
             }
             Query::History(room, reply) => {
                 let _ = reply.send(self.histories.messages(&room));
@@ -487,6 +500,10 @@ impl Hub {
         Arc::make_mut(&mut room_lanes[lane]).push(member);
         self.relayed.entry(room.clone()).or_insert(0);
         self.where_is.insert(client, (room.clone(), lane));
+        if let Some(bridge) = &self.bridge {
+            let joined = join.at.unwrap_or(UNIX_EPOCH);
+            bridge.present(&room, client.0, &join.name, presence::millis(joined));
+        }
         self.emit(|| Event::Joined { client, room, peer });
     }
 
@@ -526,6 +543,9 @@ impl Hub {
         if let Some(name) = name {
             let clients = self.members(&room).count();
             self.notify(&room, "leave", &name, clients);
+            if let Some(bridge) = &self.bridge {
+                bridge.absent(&room, client.0);
+            }
         }
         self.emit(|| Event::Left { client, room });
     }

@@ -22,7 +22,8 @@ pub(crate) struct Present<'a> {
     pub joined: SystemTime,
 }
 
-fn millis(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch.
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -64,22 +65,34 @@ pub(crate) fn rooms_json<'a>(rooms: impl Iterator<Item = RoomSummary<'a>>) -> St
     json!({ "rooms": rooms }).to_string()
 }
 
-/// `GET /rooms/{room}`: the summary and who is there.
-pub(crate) fn room_json<'a>(
-    room: RoomSummary<'a>,
-    members: impl Iterator<Item = Present<'a>>,
-) -> String {
-    let members: Vec<serde_json::Value> = members
-        .map(|m| json!({"name": m.name, "joined_ms": millis(m.joined)}))
-        .collect();
-    json!({
-        "name": room.name,
-        "clients": room.clients,
-        "messages": room.relayed,
-        "history": room.history,
-        "members": members,
-    })
-    .to_string()
+/// What `GET /rooms/{room}` shows.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomInfo {
+    pub name: String,
+    pub clients: usize,
+    pub relayed: u64,
+    pub history: usize,
+    /// Names and join times (milliseconds since the epoch).
+    pub members: Vec<(String, u64)>,
+}
+
+impl RoomInfo {
+    /// The JSON answer.
+    pub(crate) fn to_json(&self) -> String {
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|(name, joined_ms)| json!({"name": name, "joined_ms": joined_ms}))
+            .collect();
+        json!({
+            "name": self.name,
+            "clients": self.clients,
+            "messages": self.relayed,
+            "history": self.history,
+            "members": members,
+        })
+        .to_string()
+    }
 }
 
 /// A name a client may give itself: 1–64 characters, none of them control

@@ -332,6 +332,72 @@ fn a_joiner_on_another_instance_gets_the_rooms_history_from_redis() {
     assert_eq!(next(&mut late), Message::text("live"));
 }
 
+/// `wshub serve` as a process of its own (so that it can be killed).
+fn instance_process(redis: &Redis) -> (Proc, SocketAddr) {
+    let child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--log-level", "info"])
+        .args(["--redis", &redis.url()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("wshub starts");
+    let mut child = Proc(child);
+    let log = lines(child.stderr.take().unwrap());
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the listening line");
+        if let Some(addr) = line.split("listening on ").nth(1) {
+            std::thread::spawn(move || for _ in log {});
+            return (child, addr.trim().parse().unwrap());
+        }
+    }
+}
+
+fn names_in(addr: SocketAddr, room: &str) -> Vec<String> {
+    let response = get(addr, &format!("/rooms/{room}"), "");
+    let Some(body) = response.split("\r\n\r\n").nth(1) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let mut names: Vec<String> = v["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn presence_spans_instances_and_a_killed_instances_clients_leave_it() {
+    let Some(redis) = Redis::start() else { return };
+    let (mut a_process, a) = instance_process(&redis);
+    let b_server = instance(&redis);
+    wait_connected(std::slice::from_ref(&b_server));
+    let b = b_server.local_addr();
+    let _ann = ws(a, "/ws/p?name=ann");
+    let _bea = ws(b, "/ws/p?name=bea");
+    eventually("both instances list both", || {
+        names_in(a, "p") == ["ann", "bea"] && names_in(b, "p") == ["ann", "bea"]
+    });
+    // A crashes: no goodbye. Its clients leave B's view within the
+    // presence lifetime (6 s), with no help from A.
+    a_process.kill().unwrap();
+    let _ = a_process.wait();
+    let killed = Instant::now();
+    eventually("ann is gone from B's room", || names_in(b, "p") == ["bea"]);
+    assert!(
+        killed.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
 #[test]
 fn stopping_one_instance_leaves_the_others_chatting() {
     let Some(redis) = Redis::start() else { return };

@@ -133,8 +133,34 @@ impl Conn {
         let answer = match room {
             None => self.shared.ask(Query::Rooms).map(Some),
             Some(room) => {
-                let room: Arc<str> = room.into();
-                self.shared.ask(|tx| Query::Room(room, tx))
+                let name: Arc<str> = room.into();
+                let local = self.shared.ask(|tx| Query::Room(name.clone(), tx));
+                // With Redis, who is there spans the instances.
+                let everywhere = self
+                    .config()
+                    .redis
+                    .as_deref()
+                    .and_then(|url| crate::bridge::presence_of(url, &name));
+                match (local, everywhere) {
+                    (None, _) => None,
+                    (Some(info), None) => Some(info.map(|i| i.to_json())),
+                    (Some(info), Some(members)) => {
+                        let mut info = info.unwrap_or_else(|| crate::presence::RoomInfo {
+                            name: name.to_string(),
+                            clients: 0,
+                            relayed: 0,
+                            history: 0,
+                            members: Vec::new(),
+                        });
+                        if members.is_empty() && info.clients == 0 && info.history == 0 {
+                            Some(None)
+                        } else {
+                            info.clients = members.len();
+                            info.members = members;
+                            Some(Some(info.to_json()))
+                        }
+                    }
+                }
             }
         };
         let body = match answer {
