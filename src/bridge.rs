@@ -354,6 +354,7 @@ return id";
             history,
             rooms: Rooms::default(),
             last_seen: HashMap::new(),
+            known: Default::default(),
         };
         let subscriber = std::thread::Builder::new()
             .name("wshub-redis-sub".into())
@@ -507,20 +508,40 @@ return id";
                         entry,
                     } => {
                         if let Some(c) = conn.as_mut() {
-                            let _ = redis::cmd("HSET")
+                            let name = serde_json::from_str::<serde_json::Value>(&entry)
+                                .ok()
+                                .and_then(|v| v["name"].as_str().map(String::from))
+                                .unwrap_or_default();
+                            let event = serde_json::json!(
+                                {"event": "join", "key": field(client), "name": name}
+                            );
+                            let _ = redis::pipe()
+                                .cmd("HSET")
                                 .arg(presence_key(&room))
                                 .arg(field(client))
                                 .arg(&entry)
-                                .query::<Value>(c);
+                                .ignore()
+                                .cmd("PUBLISH")
+                                .arg(channel(&room))
+                                .arg(format!("p\n{event}"))
+                                .ignore()
+                                .query::<()>(c);
                         }
                         present.insert((room, client), entry);
                     }
                     Outgoing::Absent { room, client } => {
                         if let Some(c) = conn.as_mut() {
-                            let _ = redis::cmd("HDEL")
+                            let event = serde_json::json!({"event": "leave", "key": field(client)});
+                            let _ = redis::pipe()
+                                .cmd("HDEL")
                                 .arg(presence_key(&room))
                                 .arg(field(client))
-                                .query::<Value>(c);
+                                .ignore()
+                                .cmd("PUBLISH")
+                                .arg(channel(&room))
+                                .arg(format!("p\n{event}"))
+                                .ignore()
+                                .query::<()>(c);
                         }
                         present.remove(&(room, client));
                     }
@@ -618,6 +639,8 @@ return id";
         /// The newest stream entry seen per room: what a catch-up after an
         /// outage starts after, and what a message must be newer than.
         last_seen: HashMap<Arc<str>, EntryId>,
+        /// Other instances whose clients the hub shows: checked for life.
+        known: std::collections::HashSet<String>,
     }
 
     impl Subscriber {
@@ -691,6 +714,7 @@ return id";
                     .send(HubMsg::Backfill {
                         room,
                         entries: Vec::new(),
+                        present: Vec::new(),
                     })
                     .is_ok(),
                 Control::Unsubscribe(room) => {
@@ -727,6 +751,7 @@ return id";
             }
             let detail = format!(" ({} rooms)", rooms.len());
             set_up(&self.stats.subscriber_up, true, "subscriber", &detail);
+            let mut next_check = std::time::Instant::now() + PRESENCE_TTL / 3;
             loop {
                 loop {
                     let c = match self.control.try_recv() {
@@ -753,6 +778,14 @@ return id";
                         Err(e) => return Ended::Lost(e),
                     }
                 }
+                if std::time::Instant::now() >= next_check {
+                    next_check = std::time::Instant::now() + PRESENCE_TTL / 3;
+                    match self.check_instances(data) {
+                        Ok(true) => {}
+                        Ok(false) => return Ended::Shutdown,
+                        Err(e) => return Ended::Lost(e),
+                    }
+                }
                 let msg = match pubsub.get_message() {
                     Ok(msg) => msg,
                     Err(e) if e.is_timeout() => continue,
@@ -766,6 +799,12 @@ return id";
                 let Some(newline) = payload.iter().position(|&b| b == b'\n') else {
                     continue;
                 };
+                if &payload[..newline] == b"p" {
+                    if !self.remote_presence(room, &payload[newline + 1..]) {
+                        return Ended::Shutdown;
+                    }
+                    continue;
+                }
                 let id = std::str::from_utf8(&payload[..newline])
                     .ok()
                     .and_then(parse_id);
@@ -779,6 +818,59 @@ return id";
                     return Ended::Shutdown;
                 }
             }
+        }
+
+        /// Another instance's client joined or left a room: told to the
+        /// hub (for presence notices); `false` when the hub is gone.
+        fn remote_presence(&mut self, room: Arc<str>, event: &[u8]) -> bool {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(event) else {
+                return true;
+            };
+            let Some(key) = v["key"].as_str() else {
+                return true;
+            };
+            let Some((instance, _)) = key.split_once(':') else {
+                return true;
+            };
+            if instance == &*self.instance {
+                return true;
+            }
+            self.known.insert(instance.to_string());
+            let name = match v["event"].as_str() {
+                Some("join") => Some(v["name"].as_str().unwrap_or("").into()),
+                Some("leave") => None,
+                _ => return true,
+            };
+            let change = HubMsg::RemotePresence {
+                room,
+                key: key.into(),
+                name,
+            };
+            self.hub.send(change).is_ok()
+        }
+
+        /// Instances whose heartbeat has expired: their clients leave the
+        /// hub's presence. `false` when the hub is gone.
+        fn check_instances(&mut self, data: &mut redis::Connection) -> Result<bool, String> {
+            let known: Vec<String> = self.known.iter().cloned().collect();
+            for instance in known {
+                let alive: i64 = redis::cmd("EXISTS")
+                    .arg(instance_key(&instance))
+                    .query(data)
+                    .map_err(|e| e.to_string())?;
+                if alive == 0 {
+                    self.known.remove(&instance);
+                    info!("redis bridge: instance {instance} is gone; its clients leave");
+                    if self
+                        .hub
+                        .send(HubMsg::InstanceGone(instance.into()))
+                        .is_err()
+                    {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
         }
 
         /// Hands a message from another instance to the hub; `false` when
@@ -865,9 +957,35 @@ return id";
                     }
                 }
             }
+            // Who is already there on other (live) instances.
+            let mut present = Vec::new();
+            let hash: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(presence_key(room))
+                .query(data)
+                .map_err(|e| e.to_string())?;
+            for (key, entry) in hash {
+                let Some((instance, _)) = key.split_once(':') else {
+                    continue;
+                };
+                if instance == &*self.instance {
+                    continue;
+                }
+                let alive: i64 = redis::cmd("EXISTS")
+                    .arg(instance_key(instance))
+                    .query(data)
+                    .map_err(|e| e.to_string())?;
+                let name = serde_json::from_str::<serde_json::Value>(&entry)
+                    .ok()
+                    .and_then(|v| v["name"].as_str().map(Arc::<str>::from));
+                if let (true, Some(name)) = (alive > 0, name) {
+                    self.known.insert(instance.to_string());
+                    present.push((Arc::<str>::from(key.as_str()), name));
+                }
+            }
             let backfill = HubMsg::Backfill {
                 room: room.clone(),
                 entries,
+                present,
             };
             self.hub.send(backfill).map_err(|_| "shutdown".to_string())
         }

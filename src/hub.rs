@@ -141,7 +141,19 @@ pub(crate) enum HubMsg {
     Backfill {
         room: Arc<str>,
         entries: Vec<(Frame, Message)>,
+        /// Clients of the room on other instances.
+        present: Vec<RemoteClient>,
     },
+    /// A client of another instance joined (`Some(name)`) or left a room.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    RemotePresence {
+        room: Arc<str>,
+        key: Arc<str>,
+        name: Option<Arc<str>>,
+    },
+    /// Another instance stopped its heartbeat: its clients are gone.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    InstanceGone(Arc<str>),
     Subscribe(Sender<Event>),
     /// A question about the rooms (for `/rooms` and the host program).
     Query(Query),
@@ -193,8 +205,15 @@ struct Hub {
     parked_in: HashMap<ClientId, Arc<str>>,
     /// Messages to a waiting room, delivered once its clients have joined.
     held: Vec<Pending>,
+    /// With the bridge: each room's clients on other instances (key
+    /// `{instance}:{client}`, name), for presence.
+    remote: HashMap<Arc<str>, Vec<RemoteClient>>,
     last_sweep: Instant,
 }
+
+/// A client of another instance, as presence knows it: its key
+/// (`{instance}:{client}`) and its name.
+pub(crate) type RemoteClient = (Arc<str>, Arc<str>);
 
 /// A member as presence shows it.
 fn present(m: &Member) -> presence::Present<'_> {
@@ -240,6 +259,7 @@ pub(crate) fn run(
         parked: HashMap::new(),
         parked_in: HashMap::new(),
         held: Vec::new(),
+        remote: HashMap::new(),
         last_sweep: Instant::now(),
         rooms: HashMap::new(),
         lanes,
@@ -315,7 +335,18 @@ impl Hub {
                             HubMsg::Unregister(id) => self.unregister(id),
                             HubMsg::Subscribe(tx) => self.subscribers.push(tx),
                             HubMsg::Query(q) => self.answer(q),
-                            HubMsg::Backfill { room, entries } => self.backfilled(room, entries),
+                            HubMsg::Backfill {
+                                room,
+                                entries,
+                                present,
+                            } => {
+                                self.remote.insert(room.clone(), present);
+                                self.backfilled(room, entries)
+                            }
+                            HubMsg::RemotePresence { room, key, name } => {
+                                self.remote_presence(room, key, name)
+                            }
+                            HubMsg::InstanceGone(instance) => self.instance_gone(&instance),
                             HubMsg::Shutdown => {
                                 self.shutdown();
                                 return;
@@ -392,6 +423,48 @@ impl Hub {
             }
             Query::History(room, reply) => {
                 let _ = reply.send(self.histories.messages(&room));
+            }
+        }
+    }
+
+    /// Clients of `room` on other instances.
+    fn remote_count(&self, room: &str) -> usize {
+        self.remote.get(room).map_or(0, Vec::len)
+    }
+
+    fn remote_presence(&mut self, room: Arc<str>, key: Arc<str>, name: Option<Arc<str>>) {
+        if !self.rooms.contains_key(&room) {
+            return;
+        }
+        let list = self.remote.entry(room.clone()).or_default();
+        let (event, who) = match name {
+            Some(name) => {
+                if list.iter().any(|(k, _)| *k == key) {
+                    return;
+                }
+                list.push((key, name.clone()));
+                ("join", name)
+            }
+            None => match list.iter().position(|(k, _)| *k == key) {
+                Some(i) => ("leave", list.remove(i).1),
+                None => return,
+            },
+        };
+        let clients = self.members(&room).count() + self.remote_count(&room);
+        self.notify(&room, event, &who, clients);
+    }
+
+    fn instance_gone(&mut self, instance: &str) {
+        let prefix = format!("{instance}:");
+        let rooms: Vec<Arc<str>> = self.remote.keys().cloned().collect();
+        for room in rooms {
+            let gone: Vec<Arc<str>> = self.remote[&room]
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                self.remote_presence(room.clone(), key, None);
             }
         }
     }
@@ -487,13 +560,23 @@ impl Hub {
         }
         if join.presence {
             let me = present(&member);
+            let remote = self
+                .remote
+                .get(&room)
+                .into_iter()
+                .flatten()
+                .map(|(_, name)| presence::Present {
+                    name,
+                    joined: UNIX_EPOCH,
+                });
             let others = room_lanes.iter().flat_map(|l| l.iter()).map(present);
-            first.push((None, presence::snapshot(others.chain([me])).0));
+            first.push((None, presence::snapshot(others.chain(remote).chain([me])).0));
         }
         if !first.is_empty() {
             member.outbox.preload(Arc::from(first));
         }
-        self.notify(&room, "join", &join.name, size + 1);
+        let clients = size + 1 + self.remote_count(&room);
+        self.notify(&room, "join", &join.name, clients);
         let Some(room_lanes) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -535,13 +618,14 @@ impl Hub {
             if room_lanes.iter().all(|members| members.is_empty()) {
                 self.rooms.remove(&room);
                 self.relayed.remove(&room);
+                self.remote.remove(&room);
                 if let Some(bridge) = &self.bridge {
                     bridge.unsubscribe(room.clone());
                 }
             }
         }
         if let Some(name) = name {
-            let clients = self.members(&room).count();
+            let clients = self.members(&room).count() + self.remote_count(&room);
             self.notify(&room, "leave", &name, clients);
             if let Some(bridge) = &self.bridge {
                 bridge.absent(&room, client.0);

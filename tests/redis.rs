@@ -373,6 +373,14 @@ fn names_in(addr: SocketAddr, room: &str) -> Vec<String> {
     names
 }
 
+/// The next presence notice `ws` receives, as JSON.
+fn notice(ws: &mut Ws) -> serde_json::Value {
+    let m = next(ws);
+    let v: serde_json::Value = serde_json::from_str(m.to_text().expect("text")).expect("JSON");
+    assert_eq!(v["wshub"], "presence", "{v}");
+    v
+}
+
 #[test]
 fn presence_spans_instances_and_a_killed_instances_clients_leave_it() {
     let Some(redis) = Redis::start() else { return };
@@ -381,16 +389,48 @@ fn presence_spans_instances_and_a_killed_instances_clients_leave_it() {
     wait_connected(std::slice::from_ref(&b_server));
     let b = b_server.local_addr();
     let _ann = ws(a, "/ws/p?name=ann");
-    let _bea = ws(b, "/ws/p?name=bea");
-    eventually("both instances list both", || {
-        names_in(a, "p") == ["ann", "bea"] && names_in(b, "p") == ["ann", "bea"]
+    eventually("ann is in the room's shared presence", || {
+        names_in(a, "p") == ["ann"]
+    });
+    // bea, on B, sees ann (on A) in her snapshot, and cal joining on A.
+    let mut bea = ws(b, "/ws/p?name=bea&presence=1");
+    let snapshot = notice(&mut bea);
+    assert_eq!(snapshot["event"], "snapshot");
+    let mut names: Vec<&str> = snapshot["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ann", "bea"]);
+    redis.wait_subscribers("p", 2);
+    let _cal = ws(a, "/ws/p?name=cal");
+    let join = notice(&mut bea);
+    assert_eq!(
+        (&join["event"], &join["name"], &join["clients"]),
+        (&"join".into(), &"cal".into(), &3.into())
+    );
+    eventually("both instances list all three", || {
+        names_in(a, "p") == ["ann", "bea", "cal"] && names_in(b, "p") == ["ann", "bea", "cal"]
     });
     // A crashes: no goodbye. Its clients leave B's view within the
     // presence lifetime (6 s), with no help from A.
     a_process.kill().unwrap();
     let _ = a_process.wait();
     let killed = Instant::now();
-    eventually("ann is gone from B's room", || names_in(b, "p") == ["bea"]);
+    let mut left: Vec<String> = (0..2)
+        .map(|_| {
+            let v = notice(&mut bea);
+            assert_eq!(v["event"], "leave", "{v}");
+            v["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ann", "cal"]);
+    eventually("they are gone from B's room", || {
+        names_in(b, "p") == ["bea"]
+    });
     assert!(
         killed.elapsed() < Duration::from_secs(9),
         "{:?}",
