@@ -205,6 +205,11 @@ impl Server {
         self.handle.broadcast(room, message)
     }
 
+    /// See [`Handle::history`].
+    pub fn history(&self, room: &str) -> Result<Vec<Message>> {
+        self.handle.history(room)
+    }
+
     /// Blocks until some [`Handle::shutdown`] asks for it, then shuts down.
     pub fn run(mut self) {
         {
