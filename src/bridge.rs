@@ -411,6 +411,8 @@ return id";
         // This instance's presence entries, written again after a reconnect
         // (a restarted Redis has lost them).
         let mut present: HashMap<(Arc<str>, u64), String> = HashMap::new();
+        // Entries removed while Redis was unreachable: removed there on reconnect.
+        let mut gone: Vec<(Arc<str>, u64)> = Vec::new();
         let ttl_ms = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(6000);
         let field = |client: u64| format!("{instance}:{client}");
         let heartbeat = |c: &mut redis::Connection| -> redis::RedisResult<()> {
@@ -422,12 +424,14 @@ return id";
                 .query::<Value>(c)
                 .map(|_| ())
         };
-        let connect = |stats: &Stats, present: &HashMap<(Arc<str>, u64), String>| {
+        let connect = |stats: &Stats,
+                       present: &HashMap<(Arc<str>, u64), String>,
+                       gone: &mut Vec<(Arc<str>, u64)>| {
             let c = client
                 .get_connection_with_timeout(CONNECT_TIMEOUT)
                 .and_then(|mut c| {
                     heartbeat(&mut c)?;
-                    if !present.is_empty() {
+                    if !present.is_empty() || !gone.is_empty() {
                         let mut pipe = redis::pipe();
                         for ((room, id), entry) in present {
                             pipe.cmd("HSET")
@@ -436,7 +440,14 @@ return id";
                                 .arg(entry)
                                 .ignore();
                         }
+                        for (room, id) in gone.iter() {
+                            pipe.cmd("HDEL")
+                                .arg(presence_key(room))
+                                .arg(field(*id))
+                                .ignore();
+                        }
                         pipe.query::<()>(&mut c)?;
+                        gone.clear();
                     }
                     Ok(c)
                 });
@@ -478,7 +489,7 @@ return id";
                     .query::<Value>(c)
                     .map(|_| ())
             };
-        let mut conn = connect(&stats, &present);
+        let mut conn = connect(&stats, &present, &mut gone);
         if conn.is_none() {
             warn!("redis bridge: publisher cannot reach Redis yet; retrying");
         }
@@ -492,6 +503,7 @@ return id";
             // the local map always, and to Redis when it is there.
             let take = |out: Outgoing,
                         present: &mut HashMap<(Arc<str>, u64), String>,
+                        gone: &mut Vec<(Arc<str>, u64)>,
                         backlog: &mut VecDeque<(Arc<str>, Vec<u8>)>,
                         conn: &mut Option<redis::Connection>| {
                 match out {
@@ -515,33 +527,18 @@ return id";
                             let event = serde_json::json!(
                                 {"event": "join", "key": field(client), "name": name}
                             );
-                            let _ = redis::pipe()
-                                .cmd("HSET")
-                                .arg(presence_key(&room))
-                                .arg(field(client))
-                                .arg(&entry)
-                                .ignore()
-                                .cmd("PUBLISH")
-                                .arg(channel(&room))
-                                .arg(format!("p\n{event}"))
-                                .ignore()
-                                .query::<()>(c);
+                            presence_change(c, &room, &field(client), Some(&entry), &event);
                         }
                         present.insert((room, client), entry);
                     }
                     Outgoing::Absent { room, client } => {
-                        if let Some(c) = conn.as_mut() {
-                            let event = serde_json::json!({"event": "leave", "key": field(client)});
-                            let _ = redis::pipe()
-                                .cmd("HDEL")
-                                .arg(presence_key(&room))
-                                .arg(field(client))
-                                .ignore()
-                                .cmd("PUBLISH")
-                                .arg(channel(&room))
-                                .arg(format!("p\n{event}"))
-                                .ignore()
-                                .query::<()>(c);
+                        match conn.as_mut() {
+                            Some(c) => {
+                                let event =
+                                    serde_json::json!({"event": "leave", "key": field(client)});
+                                presence_change(c, &room, &field(client), None, &event);
+                            }
+                            None => gone.push((room.clone(), client)),
                         }
                         present.remove(&(room, client));
                     }
@@ -549,9 +546,9 @@ return id";
             };
             if conn.is_none() {
                 match queue.recv_timeout(backoff) {
-                    Ok(out) => take(out, &mut present, &mut backlog, &mut conn),
+                    Ok(out) => take(out, &mut present, &mut gone, &mut backlog, &mut conn),
                     Err(RecvTimeoutError::Timeout) => {
-                        conn = connect(&stats, &present);
+                        conn = connect(&stats, &present, &mut gone);
                         backoff = match conn {
                             Some(_) => BACKOFF_FIRST,
                             None => (backoff * 2).min(BACKOFF_CAP),
@@ -564,7 +561,7 @@ return id";
             if backlog.is_empty() {
                 let wait = next_beat.saturating_duration_since(std::time::Instant::now());
                 match queue.recv_timeout(wait) {
-                    Ok(out) => take(out, &mut present, &mut backlog, &mut conn),
+                    Ok(out) => take(out, &mut present, &mut gone, &mut backlog, &mut conn),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -575,7 +572,7 @@ return id";
                     && let Err(e) = heartbeat(c)
                 {
                     set_up(&stats.publisher_up, false, "publisher", &e.to_string());
-                    conn = connect(&stats, &present);
+                    conn = connect(&stats, &present, &mut gone);
                 }
             }
             let Some((room, payload)) = backlog.pop_front() else {
@@ -590,7 +587,7 @@ return id";
                 continue;
             }
             // The connection may just be stale (Redis restarted meanwhile).
-            conn = connect(&stats, &present);
+            conn = connect(&stats, &present, &mut gone);
             match conn.as_mut().map(|c| publish(c, &room, &payload)) {
                 Some(Ok(())) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
@@ -616,6 +613,33 @@ return id";
             let _ = pipe.query::<()>(c);
         }
         debug!("redis bridge: publisher stopped");
+    }
+
+    /// Writes a presence entry (`Some`) or removes it (`None`), and tells
+    /// the room's other instances, in one round trip. Best effort: a lost
+    /// change is put right when the publisher reconnects.
+    fn presence_change(
+        c: &mut redis::Connection,
+        room: &str,
+        field: &str,
+        entry: Option<&str>,
+        event: &serde_json::Value,
+    ) {
+        let mut pipe = redis::pipe();
+        match entry {
+            Some(entry) => pipe
+                .cmd("HSET")
+                .arg(presence_key(room))
+                .arg(field)
+                .arg(entry),
+            None => pipe.cmd("HDEL").arg(presence_key(room)).arg(field),
+        };
+        pipe.ignore()
+            .cmd("PUBLISH")
+            .arg(channel(room))
+            .arg(format!("p\n{event}"))
+            .ignore();
+        let _ = pipe.query::<()>(c);
     }
 
     /// Why a subscribed session ended.

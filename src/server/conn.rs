@@ -180,6 +180,11 @@ impl Conn {
                 return false;
             }
         };
+        self.respond_json(request, &body, head_only)
+    }
+
+    /// A 200 with a JSON body; whether the connection stays open.
+    fn respond_json(&self, request: &Request<()>, body: &str, head_only: bool) -> bool {
         let keep = http::keep_alive(request);
         let headers = [
             ("Content-Type", "application/json"),
@@ -213,21 +218,7 @@ impl Conn {
                 "{{\"maxMessageBytes\":{}}}",
                 self.config().max_message_bytes
             );
-            let headers = [
-                ("Content-Type", "application/json"),
-                ("Cache-Control", "no-cache"),
-            ];
-            let keep = http::keep_alive(request);
-            return http::respond(
-                self.wire.stream(),
-                StatusCode::OK,
-                &headers,
-                body.as_bytes(),
-                head_only,
-                keep,
-            )
-            .is_ok()
-                && keep;
+            return self.respond_json(request, &body, head_only);
         }
         let Some(asset) = self.shared.assets.get(path) else {
             self.refuse(
