@@ -12,7 +12,7 @@
 //! publisher (one connection, `PUBLISH`) and the subscriber (another
 //! connection in pub/sub mode, with a read timeout so that it notices room
 //! changes and shutdown). Messages from other instances go into the hub's
-//! inbox as `HubMsg::Remote`, and are delivered to local clients only.
+//! inbox (through [`ToHub`]), and are delivered to local clients only.
 //!
 //! On the wire: channel `wshub:room:{room}`, payload `WSH1`, one byte of
 //! message type (1 text, 2 binary), one byte of instance-id length, the
@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
+
+use crate::wire::Frame;
 use log::warn;
 use tungstenite::protocol::Message;
 
@@ -110,6 +112,44 @@ pub(crate) enum Control {
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>),
 }
+
+/// A client of another instance, as presence knows it: its key
+/// (`{instance}:{client}`) and its name.
+pub(crate) type RemoteClient = (Arc<str>, Arc<str>);
+
+/// What the bridge brings the hub from other instances.
+pub(crate) enum FromBridge {
+    /// A message from another instance (the Redis bridge): delivered to
+    /// this room's local clients, never published again.
+    Remote {
+        room: Arc<str>,
+        frame: Frame,
+        message: Message,
+        instance: Arc<str>,
+    },
+    /// What the Redis bridge found in a room's shared history when it
+    /// began listening to the room (oldest first; empty when it has none
+    /// or Redis is unreachable): the room's first clients wait for it.
+    Backfill {
+        room: Arc<str>,
+        entries: Vec<(Frame, Message)>,
+        /// Clients of the room on other instances.
+        present: Vec<RemoteClient>,
+    },
+    /// A client of another instance joined (`Some(name)`) or left a room.
+    RemotePresence {
+        room: Arc<str>,
+        key: Arc<str>,
+        name: Option<Arc<str>>,
+    },
+    /// Another instance stopped its heartbeat: its clients are gone.
+    InstanceGone(Arc<str>),
+}
+
+/// How the bridge hands things to the hub: `false` once the hub is gone.
+/// (A function rather than the hub's inbox, so that this module needs
+/// nothing of the hub's.)
+pub(crate) type ToHub = Box<dyn Fn(FromBridge) -> bool + Send>;
 
 /// What the publisher thread is handed.
 #[derive(Debug)]
@@ -261,7 +301,7 @@ pub(crate) fn presence_of(_url: &str, _room: &str) -> Option<Vec<(String, u64)>>
 #[cfg(not(feature = "redis"))]
 pub(crate) fn start(
     _url: &str,
-    _hub: Sender<crate::hub::HubMsg>,
+    _hub: ToHub,
     _memory: Arc<crate::memory::Memory>,
     _history: crate::history::Bounds,
 ) -> crate::Result<Bridge> {
@@ -284,9 +324,7 @@ mod redis_threads {
 
     use super::*;
     use crate::history;
-    use crate::hub::HubMsg;
     use crate::memory::Memory;
-    use crate::wire::Frame;
 
     /// How long the subscriber blocks in a read before it looks at room
     /// changes and shutdown.
@@ -322,7 +360,7 @@ return id";
     /// work fails here; an unreachable server is retried in the background.
     pub(crate) fn start(
         url: &str,
-        hub: Sender<HubMsg>,
+        hub: ToHub,
         memory: Arc<Memory>,
         history: history::Bounds,
     ) -> crate::Result<Bridge> {
@@ -654,7 +692,7 @@ return id";
     struct Subscriber {
         client: redis::Client,
         control: Receiver<Control>,
-        hub: Sender<HubMsg>,
+        hub: ToHub,
         memory: Arc<Memory>,
         instance: Arc<str>,
         stats: Arc<Stats>,
@@ -733,14 +771,11 @@ return id";
         fn offline(&mut self, c: Control) -> bool {
             self.rooms.apply(&c);
             match c {
-                Control::Subscribe(room) => self
-                    .hub
-                    .send(HubMsg::Backfill {
-                        room,
-                        entries: Vec::new(),
-                        present: Vec::new(),
-                    })
-                    .is_ok(),
+                Control::Subscribe(room) => (self.hub)(FromBridge::Backfill {
+                    room,
+                    entries: Vec::new(),
+                    present: Vec::new(),
+                }),
                 Control::Unsubscribe(room) => {
                     self.last_seen.remove(&room);
                     true
@@ -865,12 +900,11 @@ return id";
                 Some("leave") => None,
                 _ => return true,
             };
-            let change = HubMsg::RemotePresence {
+            (self.hub)(FromBridge::RemotePresence {
                 room,
                 key: key.into(),
                 name,
-            };
-            self.hub.send(change).is_ok()
+            })
         }
 
         /// Instances whose heartbeat has expired: their clients leave the
@@ -885,11 +919,7 @@ return id";
                 if alive == 0 {
                     self.known.remove(&instance);
                     info!("redis bridge: instance {instance} is gone; its clients leave");
-                    if self
-                        .hub
-                        .send(HubMsg::InstanceGone(instance.into()))
-                        .is_err()
-                    {
+                    if !(self.hub)(FromBridge::InstanceGone(instance.into())) {
                         return Ok(false);
                     }
                 }
@@ -911,13 +941,12 @@ return id";
                 return true;
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            let remote = HubMsg::Remote {
+            (self.hub)(FromBridge::Remote {
                 room,
                 frame: frame.charged(&self.memory),
                 message,
                 instance: origin.into(),
-            };
-            self.hub.send(remote).is_ok()
+            })
         }
 
         /// After an outage: what the room's stream got since the last entry
@@ -1006,12 +1035,16 @@ return id";
                     present.push((Arc::<str>::from(key.as_str()), name));
                 }
             }
-            let backfill = HubMsg::Backfill {
+            let backfill = FromBridge::Backfill {
                 room: room.clone(),
                 entries,
                 present,
             };
-            self.hub.send(backfill).map_err(|_| "shutdown".to_string())
+            if (self.hub)(backfill) {
+                Ok(())
+            } else {
+                Err("shutdown".to_string())
+            }
         }
     }
 

@@ -29,7 +29,8 @@ use crossbeam_channel::{Sender, unbounded};
 use log::{debug, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::hub::{ClientId, Limits, Member};
+use crate::id::ClientId;
+use crate::member::{Limits, Member};
 use crate::outbox::{Burst, Refused};
 use crate::session::close_frame;
 

@@ -19,35 +19,26 @@
 //! May touch: member outboxes, subscriber channels.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{info, warn};
 use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, FromBridge, RemoteClient};
 pub(crate) use crate::fanout::Lanes;
 use crate::fanout::{Delivery, LaneMembers};
 use crate::history::{self, Histories};
+pub(crate) use crate::id::ClientId;
+pub(crate) use crate::member::{Limits, Member};
 use crate::memory::Memory;
-use crate::outbox::{Burst, Outbox};
+use crate::outbox::Burst;
 use crate::presence;
 use crate::session::close_frame;
 use crate::wire::Frame;
-
-/// Identifies one connection for the lifetime of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u64);
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client {}", self.0)
-    }
-}
 
 /// What happened in the hub, as told to [`Server::events`](crate::Server::events).
 #[derive(Debug, Clone)]
@@ -90,30 +81,6 @@ pub enum Event {
     },
 }
 
-/// A connection as the hub sees it.
-#[derive(Clone)]
-pub(crate) struct Member {
-    pub id: ClientId,
-    /// `None` for echo clients: known to the hub only so shutdown reaches them.
-    pub room: Option<Arc<str>>,
-    pub peer: SocketAddr,
-    pub outbox: Outbox,
-    /// What the client asked for when it joined.
-    pub join: Arc<Join>,
-}
-
-/// What a client asks for when it joins (`?history=K&presence=1&name=…`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Join {
-    /// The last K messages of the room first (`usize::MAX`: all it keeps).
-    pub history: Option<usize>,
-    /// Presence notices as text messages.
-    pub presence: bool,
-    /// The name presence shows.
-    pub name: Arc<str>,
-    pub at: Option<SystemTime>,
-}
-
 /// What the hub is told.
 pub(crate) enum HubMsg {
     Register(Member),
@@ -125,35 +92,9 @@ pub(crate) enum HubMsg {
         frame: Frame,
         message: Message,
     },
-    /// A message from another instance (the Redis bridge): delivered to
-    /// this room's local clients, never published again.
+    /// What the Redis bridge brings from other instances.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Remote {
-        room: Arc<str>,
-        frame: Frame,
-        message: Message,
-        instance: Arc<str>,
-    },
-    /// What the Redis bridge found in a room's shared history when it
-    /// began listening to the room (oldest first; empty when it has none
-    /// or Redis is unreachable): the room's first clients wait for it.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Backfill {
-        room: Arc<str>,
-        entries: Vec<(Frame, Message)>,
-        /// Clients of the room on other instances.
-        present: Vec<RemoteClient>,
-    },
-    /// A client of another instance joined (`Some(name)`) or left a room.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    RemotePresence {
-        room: Arc<str>,
-        key: Arc<str>,
-        name: Option<Arc<str>>,
-    },
-    /// Another instance stopped its heartbeat: its clients are gone.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    InstanceGone(Arc<str>),
+    Bridge(FromBridge),
     Subscribe(Sender<Event>),
     /// A question about the rooms (for `/rooms` and the host program).
     Query(Query),
@@ -168,16 +109,6 @@ pub(crate) enum Query {
     Room(Arc<str>, Sender<Option<presence::RoomInfo>>),
     /// A room's history, oldest first.
     History(Arc<str>, Sender<Vec<Message>>),
-}
-
-/// How the hub delivers (per-member queue bounds live in each outbox).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// Also deliver a member's messages to itself.
-    pub echo_sender: bool,
-    /// For the eviction log line: the outboxes' bound.
-    pub messages: usize,
-    pub bytes: usize,
 }
 
 struct Hub {
@@ -210,10 +141,6 @@ struct Hub {
     remote: HashMap<Arc<str>, Vec<RemoteClient>>,
     last_sweep: Instant,
 }
-
-/// A client of another instance, as presence knows it: its key
-/// (`{instance}:{client}`) and its name.
-pub(crate) type RemoteClient = (Arc<str>, Arc<str>);
 
 /// A member as presence shows it.
 fn present(m: &Member) -> presence::Present<'_> {
@@ -316,12 +243,12 @@ impl Hub {
                             });
                         }
                     }
-                    HubMsg::Remote {
+                    HubMsg::Bridge(FromBridge::Remote {
                         room,
                         frame,
                         message,
                         instance,
-                    } => burst.push(Pending {
+                    }) => burst.push(Pending {
                         from: None,
                         room,
                         frame,
@@ -335,23 +262,26 @@ impl Hub {
                             HubMsg::Unregister(id) => self.unregister(id),
                             HubMsg::Subscribe(tx) => self.subscribers.push(tx),
                             HubMsg::Query(q) => self.answer(q),
-                            HubMsg::Backfill {
+                            HubMsg::Bridge(FromBridge::Backfill {
                                 room,
                                 entries,
                                 present,
-                            } => {
+                            }) => {
                                 self.remote.insert(room.clone(), present);
                                 self.backfilled(room, entries)
                             }
-                            HubMsg::RemotePresence { room, key, name } => {
+                            HubMsg::Bridge(FromBridge::RemotePresence { room, key, name }) => {
                                 self.remote_presence(room, key, name)
                             }
-                            HubMsg::InstanceGone(instance) => self.instance_gone(&instance),
+                            HubMsg::Bridge(FromBridge::InstanceGone(instance)) => {
+                                self.instance_gone(&instance)
+                            }
                             HubMsg::Shutdown => {
                                 self.shutdown();
                                 return;
                             }
-                            HubMsg::Broadcast { .. } | HubMsg::Remote { .. } => {}
+                            HubMsg::Broadcast { .. }
+                            | HubMsg::Bridge(FromBridge::Remote { .. }) => {}
                         }
                     }
                 }

@@ -56,7 +56,7 @@ use crossbeam_channel::{
 };
 use tungstenite::protocol::CloseFrame;
 
-use crate::hub::ClientId;
+use crate::id::ClientId;
 use crate::wire::{Direct, Frame, Wire};
 
 /// Largest offer the hub writes itself; larger ones go to the writer (a

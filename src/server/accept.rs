@@ -14,11 +14,11 @@ use log::{debug, error, warn};
 use tungstenite::http::StatusCode;
 use tungstenite::protocol::Role;
 
-use super::Shared;
 use super::budget::Registered;
 use super::conn::Conn;
+use super::shared::Shared;
 use crate::http;
-use crate::hub::ClientId;
+use crate::id::ClientId;
 use crate::wire::Wire;
 
 /// The address that reaches our own listener.

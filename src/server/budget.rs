@@ -13,7 +13,7 @@ use std::thread;
 
 use log::info;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::session::Spawn;
 
 impl Shared {

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use log::{debug, info};
 use tungstenite::http::{Method, Request, StatusCode};
 
-use super::Shared;
 use super::budget::Registered;
+use super::shared::Shared;
 use crate::Config;
 use crate::handshake;
 use crate::http::{self, HeadError, Rejection, Route};
-use crate::hub::{ClientId, Query};
+use crate::hub::Query;
+use crate::id::ClientId;
 use crate::wire::Wire;
 
 /// One accepted connection, on its own thread.

@@ -24,16 +24,18 @@
 mod accept;
 mod budget;
 mod conn;
+mod shared;
 mod upgrade;
 
-use std::collections::HashMap;
+use shared::{Live, Shared};
+
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, bounded};
 use log::{debug, info, warn};
 use tungstenite::protocol::{Message, Role, WebSocketConfig};
 
@@ -43,7 +45,7 @@ use crate::http;
 use crate::hub::{self, Event, HubMsg, Limits};
 use crate::memory::Memory;
 use crate::outbox::Bound;
-use crate::wire::{Frame, Wire};
+use crate::wire::Frame;
 use crate::{Config, Error, Result};
 
 /// Capacity of the hub's inbox. Readers block when it is full, which slows
@@ -62,36 +64,6 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
-}
-
-struct Shared {
-    config: Config,
-    local_addr: SocketAddr,
-    policy: Policy,
-    assets: Assets,
-    ws_config: WebSocketConfig,
-    /// Every chat client's outbox bound.
-    bound: Bound,
-    /// The memory budget every connection counts against.
-    memory: Arc<Memory>,
-    /// The Redis bridge's state, when there is one.
-    bridge: OnceLock<Arc<crate::bridge::Stats>>,
-    hub: Sender<HubMsg>,
-    stopping: AtomicBool,
-    next_id: AtomicU64,
-    /// Most connection threads this process can start (see `budget::thread_budget`).
-    thread_budget: usize,
-    /// Open WebSocket connections, for `max_clients`.
-    clients: AtomicUsize,
-    live: Mutex<Live>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Live {
-    threads: usize,
-    sockets: HashMap<u64, Arc<Wire>>,
-    stop_requested: bool,
 }
 
 impl Server {
@@ -148,12 +120,12 @@ impl Server {
             age: shared.config.history_age,
         };
         let bridge = match &shared.config.redis {
-            Some(url) => Some(crate::bridge::start(
-                url,
-                shared.hub.clone(),
-                memory.clone(),
-                history,
-            )?),
+            Some(url) => {
+                let inbox = shared.hub.clone();
+                let to_hub: crate::bridge::ToHub =
+                    Box::new(move |m| inbox.send(HubMsg::Bridge(m)).is_ok());
+                Some(crate::bridge::start(url, to_hub, memory.clone(), history)?)
+            }
             None => None,
         };
         if let Some(bridge) = &bridge {
@@ -372,36 +344,5 @@ impl Handle {
     pub fn shutdown(&self) {
         self.shared.lock().stop_requested = true;
         self.shared.changed.notify_all();
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Asks the hub a question and waits (at most 2 s) for its answer.
-    fn ask<T: Send + 'static>(&self, query: impl FnOnce(Sender<T>) -> hub::Query) -> Option<T> {
-        let (tx, rx) = bounded(1);
-        self.hub.send(HubMsg::Query(query(tx))).ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()
-    }
-
-    /// Waits until no connection thread is left, or `timeout` passes.
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut live = self.lock();
-        while live.threads > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            live = self
-                .changed
-                .wait_timeout(live, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
     }
 }

@@ -1,0 +1,88 @@
+//! The state every thread of a server shares: its configuration and
+//! policy, the hub's inbox, the counters and the registry of live threads
+//! and sockets, and the few questions asked of it (the lock, waiting for
+//! threads to finish, asking the hub). The thread and slot accounting on
+//! it is in `budget`.
+//!
+//! May touch: its own fields, the hub's inbox (sending only).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, bounded};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::Config;
+use crate::assets::Assets;
+use crate::handshake::Policy;
+use crate::hub::{self, HubMsg};
+use crate::memory::Memory;
+use crate::outbox::Bound;
+use crate::wire::Wire;
+
+pub(super) struct Shared {
+    pub(super) config: Config,
+    pub(super) local_addr: SocketAddr,
+    pub(super) policy: Policy,
+    pub(super) assets: Assets,
+    pub(super) ws_config: WebSocketConfig,
+    /// Every chat client's outbox bound.
+    pub(super) bound: Bound,
+    /// The memory budget every connection counts against.
+    pub(super) memory: Arc<Memory>,
+    /// The Redis bridge's state, when there is one.
+    pub(super) bridge: OnceLock<Arc<crate::bridge::Stats>>,
+    pub(super) hub: Sender<HubMsg>,
+    pub(super) stopping: AtomicBool,
+    pub(super) next_id: AtomicU64,
+    /// Most connection threads this process can start (see `budget::thread_budget`).
+    pub(super) thread_budget: usize,
+    /// Open WebSocket connections, for `max_clients`.
+    pub(super) clients: AtomicUsize,
+    pub(super) live: Mutex<Live>,
+    pub(super) changed: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct Live {
+    pub(super) threads: usize,
+    pub(super) sockets: HashMap<u64, Arc<Wire>>,
+    pub(super) stop_requested: bool,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the hub a question and waits (at most 2 s) for its answer.
+    pub(super) fn ask<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(Sender<T>) -> hub::Query,
+    ) -> Option<T> {
+        let (tx, rx) = bounded(1);
+        self.hub.send(HubMsg::Query(query(tx))).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+
+    /// Waits until no connection thread is left, or `timeout` passes.
+    pub(super) fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = self.lock();
+        while live.threads > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .changed
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
