@@ -18,8 +18,13 @@
 //!
 //! May touch: member outboxes, subscriber channels.
 
+mod budget;
+mod event;
+mod rooms;
+
+pub use event::Event;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -35,51 +40,9 @@ use crate::history::{self, Histories};
 pub(crate) use crate::id::ClientId;
 pub(crate) use crate::member::{Limits, Member};
 use crate::memory::Memory;
-use crate::outbox::Burst;
 use crate::presence;
 use crate::session::close_frame;
 use crate::wire::Frame;
-
-/// What happened in the hub, as told to [`Server::events`](crate::Server::events).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Event {
-    /// A client joined a room (`""` is the lobby at `/ws`).
-    Joined {
-        /// Who.
-        client: ClientId,
-        /// Which room.
-        room: Arc<str>,
-        /// The peer's address.
-        peer: SocketAddr,
-    },
-    /// A client left its room: closed, dropped, or evicted.
-    Left {
-        /// Who.
-        client: ClientId,
-        /// Which room.
-        room: Arc<str>,
-    },
-    /// A message sent to a room on another instance arrived through the
-    /// Redis bridge (and went to this room's local clients).
-    Remote {
-        /// To which room.
-        room: Arc<str>,
-        /// The message, unchanged.
-        message: Message,
-        /// The instance it was sent on (its id in that instance's log).
-        instance: Arc<str>,
-    },
-    /// A client sent a text or binary message to its room.
-    Message {
-        /// Who sent it.
-        client: ClientId,
-        /// To which room.
-        room: Arc<str>,
-        /// The message, unchanged.
-        message: Message,
-    },
-}
 
 /// What the hub is told.
 pub(crate) enum HubMsg {
@@ -304,120 +267,6 @@ impl Hub {
         self.histories.sweep(|room| rooms.contains_key(room));
         self.last_sweep = Instant::now();
     }
-
-    fn members(&self, room: &str) -> impl Iterator<Item = &Member> {
-        self.rooms
-            .get(room)
-            .into_iter()
-            .flatten()
-            .flat_map(|lane| lane.iter())
-    }
-
-    fn summary<'a>(&'a self, room: &'a str) -> presence::RoomSummary<'a> {
-        presence::RoomSummary {
-            name: room,
-            clients: self.members(room).count(),
-            relayed: self.relayed.get(room).copied().unwrap_or(0),
-            history: self.histories.held(room).0,
-        }
-    }
-
-    fn answer(&mut self, query: Query) {
-        self.sweep();
-        match query {
-            Query::Rooms(reply) => {
-                let mut names: Vec<&Arc<str>> = self.rooms.keys().collect();
-                names.sort();
-                let json = presence::rooms_json(names.into_iter().map(|r| self.summary(r)));
-                let _ = reply.send(json);
-            }
-            Query::Room(room, reply) => {
-                let known = self.rooms.contains_key(&room) || self.histories.held(&room).0 > 0;
-                let info = known.then(|| {
-                    let summary = self.summary(&room);
-                    presence::RoomInfo {
-                        name: room.to_string(),
-                        clients: summary.clients,
-                        relayed: summary.relayed,
-                        history: summary.history,
-                        members: self
-                            .members(&room)
-                            .map(|m| {
-                                let p = present(m);
-                                (p.name.to_string(), presence::millis(p.joined))
-                            })
-                            .collect(),
-                    }
-                });
-                let _ = reply.send(info);
-            }
-            Query::History(room, reply) => {
-                let _ = reply.send(self.histories.messages(&room));
-            }
-        }
-    }
-
-    /// Clients of `room` on other instances.
-    fn remote_count(&self, room: &str) -> usize {
-        self.remote.get(room).map_or(0, Vec::len)
-    }
-
-    fn remote_presence(&mut self, room: Arc<str>, key: Arc<str>, name: Option<Arc<str>>) {
-        if !self.rooms.contains_key(&room) {
-            return;
-        }
-        let list = self.remote.entry(room.clone()).or_default();
-        let (event, who) = match name {
-            Some(name) => {
-                if list.iter().any(|(k, _)| *k == key) {
-                    return;
-                }
-                list.push((key, name.clone()));
-                ("join", name)
-            }
-            None => match list.iter().position(|(k, _)| *k == key) {
-                Some(i) => ("leave", list.remove(i).1),
-                None => return,
-            },
-        };
-        let clients = self.members(&room).count() + self.remote_count(&room);
-        self.notify(&room, event, &who, clients);
-    }
-
-    fn instance_gone(&mut self, instance: &str) {
-        let prefix = format!("{instance}:");
-        let rooms: Vec<Arc<str>> = self.remote.keys().cloned().collect();
-        for room in rooms {
-            let gone: Vec<Arc<str>> = self.remote[&room]
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in gone {
-                self.remote_presence(room.clone(), key, None);
-            }
-        }
-    }
-
-    /// Tells the room's presence clients about a join or leave, in order
-    /// with its messages (through the lanes, as every delivery).
-    fn notify(&mut self, room: &Arc<str>, event: &str, name: &str, clients: usize) {
-        let Some(room_lanes) = self.rooms.get(room) else {
-            return;
-        };
-        if !room_lanes
-            .iter()
-            .flat_map(|l| l.iter())
-            .any(|m| m.join.presence)
-        {
-            return;
-        }
-        let (frame, _) = presence::change(event, name, clients);
-        let frames: Burst = Arc::from(vec![(None, frame)]);
-        let mut delivery = Delivery::new(room.clone(), frames);
-        delivery.presence_only = true;
-        self.lanes.dispatch(room_lanes, delivery);
-    }
 }
 
 impl Hub {
@@ -623,42 +472,6 @@ impl Hub {
             }
         }
         self.enforce_budget();
-    }
-
-    /// While what the server buffers is over what queues may take of its
-    /// budget (see `Memory::queue_excess`), evicts the clients with the
-    /// most bytes queued (1008), largest first; their queues are dropped at
-    /// once. A frame that other queues still hold frees nothing, so this
-    /// goes on until the total is under it.
-    fn enforce_budget(&mut self) {
-        if self.memory.queue_excess().is_none() {
-            return;
-        }
-        let mut queued: Vec<(usize, &Member)> = self
-            .rooms
-            .values()
-            .flatten()
-            .flat_map(|lane| lane.iter())
-            .map(|m| (m.outbox.queued_bytes(), m))
-            .filter(|(bytes, _)| *bytes > 0)
-            .collect();
-        queued.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
-        for (bytes, m) in queued {
-            if self.memory.queue_excess().is_none() {
-                break;
-            }
-            let close = close_frame(CloseCode::Policy, "send queue over the memory budget");
-            if m.outbox.evict(close) {
-                self.memory.count_evicted();
-                warn!(
-                    "{} evicted from room {:?}: {bytes} bytes queued while the server holds {} of its {} byte budget",
-                    m.id,
-                    m.room.as_deref().unwrap_or(""),
-                    self.memory.used(),
-                    self.memory.limit()
-                );
-            }
-        }
     }
 
     fn shutdown(&mut self) {

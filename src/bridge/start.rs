@@ -1,0 +1,127 @@
+//! Starting the bridge (its URL checked, its two threads), and the one
+//! query made from an HTTP thread: who is in a room on every instance.
+//!
+//! May touch: Redis connections of its own (for `presence_of`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded};
+use log::info;
+
+use super::common::CONNECT_TIMEOUT;
+use super::envelope::{PUBLISH_QUEUE, instance_key, presence_key};
+use super::handle::{Bridge, Rooms, Stats, ToHub};
+use super::publisher::publisher;
+use super::subscriber::Subscriber;
+use crate::history;
+use crate::memory::Memory;
+
+/// Checks `url` and starts the bridge's threads. A URL that cannot
+/// work fails here; an unreachable server is retried in the background.
+pub(crate) fn start(
+    url: &str,
+    hub: ToHub,
+    memory: Arc<Memory>,
+    history: history::Bounds,
+) -> crate::Result<Bridge> {
+    let client = redis::Client::open(url)
+        .map_err(|e| crate::Error::Config(format!("--redis {url:?}: {e}")))?;
+    let instance: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+    let where_ = client.get_connection_info().addr().to_string();
+    info!("redis bridge: instance {instance}, Redis at {where_}");
+    let stats = Arc::new(Stats::default());
+    let (publish_tx, publish_rx) = bounded(PUBLISH_QUEUE);
+    let (control_tx, control_rx) = unbounded();
+    let mut threads = Vec::new();
+    let (c, s) = (client.clone(), stats.clone());
+    threads.push(
+        std::thread::Builder::new()
+            .name("wshub-redis-pub".into())
+            .spawn({
+                let id = instance.clone();
+                move || publisher(c, publish_rx, s, history, id)
+            })?,
+    );
+    let sub = Subscriber {
+        client,
+        control: control_rx,
+        hub,
+        memory,
+        instance: instance.clone(),
+        stats: stats.clone(),
+        history,
+        rooms: Rooms::default(),
+        last_seen: HashMap::new(),
+        known: Default::default(),
+    };
+    let subscriber = std::thread::Builder::new()
+        .name("wshub-redis-sub".into())
+        .spawn(move || sub.run());
+    match subscriber {
+        Ok(t) => threads.push(t),
+        Err(e) => {
+            drop(publish_tx);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(Bridge {
+        instance,
+        publish: Some(publish_tx),
+        control: Some(control_tx),
+        stats,
+        threads,
+    })
+}
+
+/// Who is in `room` on every instance that is alive (its heartbeat key
+/// exists), as names and join times; `None` when Redis cannot be asked
+/// (then the local answer stands). On the caller's thread, bounded by
+/// the connect timeout.
+pub(crate) fn presence_of(url: &str, room: &str) -> Option<Vec<(String, u64)>> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = client.get_connection_with_timeout(CONNECT_TIMEOUT).ok()?;
+    c.set_read_timeout(Some(CONNECT_TIMEOUT)).ok()?;
+    let entries: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(presence_key(room))
+        .query(&mut c)
+        .ok()?;
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for (field, entry) in entries {
+        let Some((instance, _)) = field.split_once(':') else {
+            continue;
+        };
+        let live = match alive.get(instance) {
+            Some(&live) => live,
+            None => {
+                let live = redis::cmd("EXISTS")
+                    .arg(instance_key(instance))
+                    .query::<i64>(&mut c)
+                    .ok()?
+                    > 0;
+                alive.insert(instance.to_string(), live);
+                live
+            }
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry) else {
+            continue;
+        };
+        if !live {
+            // A crashed instance's entry: tidied up by whoever sees it.
+            let _ = redis::cmd("HDEL")
+                .arg(presence_key(room))
+                .arg(&field)
+                .query::<i64>(&mut c);
+            continue;
+        }
+        if let (Some(name), Some(joined)) = (v["name"].as_str(), v["joined_ms"].as_u64()) {
+            out.push((name.to_string(), joined));
+        }
+    }
+    out.sort_by_key(|m| m.1);
+    Some(out)
+}

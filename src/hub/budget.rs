@@ -1,0 +1,50 @@
+//! The hub's share of the memory budget: when queued frames take what the
+//! server buffers past what queues may hold, the clients with the most
+//! queued go first.
+//!
+//! May touch: member outboxes (eviction), the budget's counters.
+
+use log::warn;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use super::Hub;
+use crate::member::Member;
+use crate::session::close_frame;
+
+impl Hub {
+    /// While what the server buffers is over what queues may take of its
+    /// budget (see `Memory::queue_excess`), evicts the clients with the
+    /// most bytes queued (1008), largest first; their queues are dropped at
+    /// once. A frame that other queues still hold frees nothing, so this
+    /// goes on until the total is under it.
+    pub(super) fn enforce_budget(&mut self) {
+        if self.memory.queue_excess().is_none() {
+            return;
+        }
+        let mut queued: Vec<(usize, &Member)> = self
+            .rooms
+            .values()
+            .flatten()
+            .flat_map(|lane| lane.iter())
+            .map(|m| (m.outbox.queued_bytes(), m))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        queued.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        for (bytes, m) in queued {
+            if self.memory.queue_excess().is_none() {
+                break;
+            }
+            let close = close_frame(CloseCode::Policy, "send queue over the memory budget");
+            if m.outbox.evict(close) {
+                self.memory.count_evicted();
+                warn!(
+                    "{} evicted from room {:?}: {bytes} bytes queued while the server holds {} of its {} byte budget",
+                    m.id,
+                    m.room.as_deref().unwrap_or(""),
+                    self.memory.used(),
+                    self.memory.limit()
+                );
+            }
+        }
+    }
+}
