@@ -128,6 +128,35 @@ fn logs_the_url_and_serves_the_page() {
 }
 
 #[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    // A terminal type that asks for colour, but stderr is a pipe (a file,
+    // a journal): the lines must be plain text.
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wshub starts"),
+    );
+    let log = lines(child.stderr.take().unwrap());
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a log line");
+        assert!(!line.contains('\u{1b}'), "escape codes in {line:?}");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
 fn sigint_closes_clients_with_1001_and_exits_0_within_2s() {
     for sig in ["-INT", "-TERM"] {
         let (mut child, addr, log) = serve(&["--log-level", "debug"]);

@@ -124,13 +124,17 @@ fn init_logging(level: log::LevelFilter) {
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();
+    // Colours only for a person at a terminal: not into files or journals,
+    // and never with NO_COLOR set (termcolor's Auto alone does not look at
+    // whether stderr is a terminal).
+    use std::io::IsTerminal;
+    let colour = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        simplelog::ColorChoice::Auto
+    } else {
+        simplelog::ColorChoice::Never
+    };
     // Only fails if a logger is already set, which cannot happen here.
-    let _ = simplelog::TermLogger::init(
-        level,
-        config,
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Auto,
-    );
+    let _ = simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, colour);
 }
 
 /// Flags of `wshub serve`.

@@ -14,6 +14,15 @@ use wshub::Server;
 pub(super) fn run(args: &ServeArgs) -> ExitCode {
     init_logging(args.log_level);
     raise_file_limit();
+    // Before the server starts: a SIGTERM that comes as soon as it listens
+    // (a supervisor, a test) must shut it down cleanly, not kill it.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(args.config()) {
         Ok(server) => server,
         Err(e) => {
@@ -22,13 +31,6 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
         }
     };
     log_urls(server.local_addr());
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let handle = server.handle();
     std::thread::spawn(move || {
         let mut seen = 0;
