@@ -3,7 +3,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,24 +13,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 /// Starts `wshub serve` on a free port; returns the child, its address and
 /// a channel of its log lines.
 fn serve(extra: &[&str]) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
-    let child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wshub starts");
-    let mut child = Proc(child);
-    let rx = lines(child.stderr.take().unwrap());
-    let deadline = Instant::now() + STEP;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("listening line");
-        if let Some(addr) = line.split("listening on ").nth(1) {
-            return (child, addr.trim().parse().unwrap(), rx);
-        }
-    }
+    let served = serve_process(extra, &[]);
+    (served.process, served.addr, served.log)
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -131,27 +115,11 @@ fn logs_the_url_and_serves_the_page() {
 fn logs_to_a_pipe_carry_no_colour_codes() {
     // A terminal type that asks for colour, but stderr is a pipe (a file,
     // a journal): the lines must be plain text.
-    let mut child = Proc(
-        Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .env("TERM", "xterm-256color")
-            .env_remove("NO_COLOR")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("wshub starts"),
-    );
-    let log = lines(child.stderr.take().unwrap());
-    let deadline = Instant::now() + STEP;
-    loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("a log line");
+    let served = serve_process(&[], &[("TERM", "xterm-256color"), ("NO_COLOR", "")]);
+    for line in &served.head {
         assert!(!line.contains('\u{1b}'), "escape codes in {line:?}");
-        if line.contains("listening on") {
-            break;
-        }
     }
+    let mut child = served.process;
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
 }

@@ -334,25 +334,10 @@ fn a_joiner_on_another_instance_gets_the_rooms_history_from_redis() {
 
 /// `wshub serve` as a process of its own (so that it can be killed).
 fn instance_process(redis: &Redis) -> (Proc, SocketAddr) {
-    let child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--log-level", "info"])
-        .args(["--redis", &redis.url()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wshub starts");
-    let mut child = Proc(child);
-    let log = lines(child.stderr.take().unwrap());
-    let deadline = Instant::now() + STEP;
-    loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the listening line");
-        if let Some(addr) = line.split("listening on ").nth(1) {
-            std::thread::spawn(move || for _ in log {});
-            return (child, addr.trim().parse().unwrap());
-        }
-    }
+    let served = serve_process(&["--redis", &redis.url()], &[]);
+    let log = served.log;
+    std::thread::spawn(move || for _ in log {});
+    (served.process, served.addr)
 }
 
 fn names_in(addr: SocketAddr, room: &str) -> Vec<String> {

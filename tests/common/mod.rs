@@ -248,3 +248,51 @@ pub fn joined(events: &crossbeam_channel::Receiver<wshub::Event>, n: usize) {
         }
     }
 }
+
+/// A `wshub serve` process on a free loopback port, once it listens.
+pub struct Served {
+    pub process: Proc,
+    pub addr: SocketAddr,
+    /// The log lines after the "listening on" one.
+    pub log: std::sync::mpsc::Receiver<String>,
+    /// The log lines up to and including it.
+    pub head: Vec<String>,
+}
+
+/// Starts `wshub serve --addr 127.0.0.1:0 ARGS…` with `env` (an empty
+/// value removes the variable) and waits (bounded) for its address.
+pub fn serve_process(args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    for (name, value) in env {
+        if value.is_empty() {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
+    }
+    let mut process = Proc(command.spawn().expect("wshub starts"));
+    let log = lines(process.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + STEP;
+    let mut head = Vec::new();
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the listening line");
+        let addr = line.split("listening on ").nth(1).map(|a| a.trim().parse());
+        head.push(line.clone());
+        if let Some(addr) = addr {
+            let addr = addr.expect("an address");
+            return Served {
+                process,
+                addr,
+                log,
+                head,
+            };
+        }
+    }
+}
