@@ -162,6 +162,11 @@ pub struct Config {
     /// forgets its history once its newest message is this old. Default
     /// [`DEFAULT_HISTORY_AGE`].
     pub history_age: Duration,
+    /// On shutdown through a [`Handle`](crate::Handle) (SIGTERM in
+    /// `wshub serve`), how long to keep serving while draining: `/healthz`
+    /// answers 503 at once and new upgrades get 503, and only after this
+    /// are the clients closed with 1001. Default zero: at once.
+    pub drain_timeout: Duration,
     /// Share rooms with other instances through the Redis server at this
     /// URL (`redis://HOST:PORT[/DB]`; needs the `redis` cargo feature). A
     /// URL that cannot work fails [`Server::start`](crate::Server::start);
@@ -200,6 +205,7 @@ impl Default for Config {
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             thread_stack_bytes: DEFAULT_THREAD_STACK_BYTES,
             event_queue: DEFAULT_EVENT_QUEUE,
+            drain_timeout: Duration::ZERO,
             history: DEFAULT_HISTORY,
             history_bytes: DEFAULT_HISTORY_BYTES,
             history_age: DEFAULT_HISTORY_AGE,

@@ -57,6 +57,8 @@ pub enum Route {
     Echo,
     /// `GET /rooms` (`None`) or `GET /rooms/{room}`: who is where.
     Rooms(Option<String>),
+    /// `GET /healthz`: 200 while accepting, 503 once draining.
+    Health,
 }
 
 /// Parses a request head from the start of `buf`.
@@ -156,6 +158,9 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
     }
     if path == "/rooms" {
         return Ok(Route::Rooms(None));
+    }
+    if path == "/healthz" {
+        return Ok(Route::Health);
     }
     if let Some(room) = path.strip_prefix("/rooms/") {
         return if valid_room(room) {

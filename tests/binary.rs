@@ -67,6 +67,7 @@ fn help_documents_every_flag() {
         "--echo-sender",
         "--static-dir",
         "--redis",
+        "--drain-timeout",
         "--log-level",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");

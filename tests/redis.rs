@@ -465,6 +465,10 @@ fn a_bad_redis_url_fails_at_start_and_an_unreachable_one_is_retried() {
         ..config()
     });
     assert_eq!(server.handle().redis_connected(), Some(false));
+    // Still healthy: it serves its own clients; the body says why not more.
+    let health = get(server.local_addr(), "/healthz", "");
+    assert_eq!(status(&health), 200);
+    assert!(health.contains(r#""redis":"disconnected""#), "{health}");
     let addr = server.local_addr();
     let events = server.events();
     let (mut a, mut b) = (ws(addr, "/ws/alone"), ws(addr, "/ws/alone"));

@@ -8,6 +8,7 @@
 
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use log::{debug, info};
 use tungstenite::http::{Method, Request, StatusCode};
@@ -91,6 +92,12 @@ impl Conn {
                 Ok(Route::Echo) => {
                     drop(buf);
                     return self.upgrade(request, None, rest, registered);
+                }
+                Ok(Route::Health) => {
+                    if !self.serve_health(&request, head_only) {
+                        return;
+                    }
+                    buf = rest;
                 }
                 Ok(Route::Rooms(room)) => {
                     if !self.serve_rooms(&request, room, head_only) {
@@ -182,6 +189,43 @@ impl Conn {
             }
         };
         self.respond_json(request, &body, head_only)
+    }
+
+    /// `GET /healthz`: 200 while accepting, 503 once shutdown has begun
+    /// (so that a load balancer drains this instance); with Redis, the body
+    /// says whether the bridge is connected (an instance without it still
+    /// serves its own clients, so it stays 200).
+    fn serve_health(&self, request: &Request<()>, head_only: bool) -> bool {
+        let draining = self.shared.draining.load(Ordering::SeqCst);
+        let redis = self.shared.bridge.get().map(|stats| {
+            stats.publisher_up.load(Ordering::Acquire)
+                && stats.subscriber_up.load(Ordering::Acquire)
+        });
+        let body = serde_json::json!({
+            "status": if draining { "draining" } else { "ok" },
+            "redis": redis.map(|up| if up { "connected" } else { "disconnected" }),
+        })
+        .to_string();
+        let status = if draining {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        let keep = http::keep_alive(request) && !draining;
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", "no-cache"),
+        ];
+        http::respond(
+            self.wire.stream(),
+            status,
+            &headers,
+            body.as_bytes(),
+            head_only,
+            keep,
+        )
+        .is_ok()
+            && keep
     }
 
     /// A 200 with a JSON body; whether the connection stays open.

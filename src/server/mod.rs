@@ -108,6 +108,7 @@ impl Server {
             bridge: OnceLock::new(),
             hub: hub_tx,
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             thread_budget: budget::thread_budget(),
             clients: AtomicUsize::new(0),
@@ -184,15 +185,31 @@ impl Server {
 
     /// Blocks until some [`Handle::shutdown`] asks for it, then shuts down.
     pub fn run(mut self) {
+        let shared = self.handle.shared.clone();
         {
-            let mut live = self.handle.shared.lock();
+            let mut live = shared.lock();
             while !live.stop_requested {
-                live = self
-                    .handle
-                    .shared
+                live = shared.changed.wait(live).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let drain = shared.config.drain_timeout;
+        if !drain.is_zero() {
+            // Load balancers see /healthz go 503 and stop sending new
+            // clients; those connected keep chatting until the drain ends.
+            shared.draining.store(true, Ordering::SeqCst);
+            info!("draining for {drain:?} before closing clients");
+            let deadline = Instant::now() + drain;
+            let mut live = shared.lock();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                live = shared
                     .changed
-                    .wait(live)
-                    .unwrap_or_else(|e| e.into_inner());
+                    .wait_timeout(live, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
         self.stop();
@@ -210,6 +227,7 @@ impl Server {
             return;
         };
         let started = Instant::now();
+        shared.draining.store(true, Ordering::SeqCst);
         shared.stopping.store(true, Ordering::SeqCst);
         // Wake the acceptor from accept(); if the connect fails it is not
         // blocked there (or the listener is gone) and sees the flag anyway.

@@ -37,6 +37,9 @@ pub(super) struct Shared {
     pub(super) bridge: OnceLock<Arc<crate::bridge::Stats>>,
     pub(super) hub: Sender<HubMsg>,
     pub(super) stopping: AtomicBool,
+    /// Shutdown has begun: `/healthz` says 503 and upgrades are refused,
+    /// while the drain timeout runs.
+    pub(super) draining: AtomicBool,
     pub(super) next_id: AtomicU64,
     /// Most connection threads this process can start (see `budget::thread_budget`).
     pub(super) thread_budget: usize,

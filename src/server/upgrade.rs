@@ -54,6 +54,12 @@ impl Conn {
         };
         // Headers are done with; what follows lives as long as the client.
         drop(request);
+        if self.shared.draining.load(Ordering::SeqCst) {
+            let rejection =
+                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is draining")
+                    .with_header("Retry-After", "5");
+            return self.refuse(&rejection, false);
+        }
         let Some(admission) = self.shared.admit() else {
             let limit = self.config().max_clients.unwrap_or_default();
             let rejection = Rejection::new(

@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// Stack size of each connection thread.
     #[arg(long, default_value_t = ByteSize(DEFAULT_THREAD_STACK_BYTES as u64))]
     pub thread_stack_bytes: ByteSize,
+    /// On SIGTERM, keep serving this long with /healthz at 503 and new upgrades
+    /// refused, before closing clients with 1001 (0: at once).
+    #[arg(long, default_value = "0s")]
+    pub drain_timeout: HumanDuration,
     /// Messages each room keeps for clients that join with ?history=K (0: none).
     #[arg(long, default_value_t = DEFAULT_HISTORY)]
     pub history: usize,
@@ -248,6 +252,7 @@ impl ServeArgs {
             read_buffer_bytes: bytes(self.read_buffer_bytes),
             thread_stack_bytes: bytes(self.thread_stack_bytes),
             event_queue: DEFAULT_EVENT_QUEUE,
+            drain_timeout: self.drain_timeout.into(),
             history: self.history,
             history_bytes: bytes(self.history_bytes),
             history_age: self.history_age.into(),
