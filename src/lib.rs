@@ -55,6 +55,7 @@ mod member;
 mod memory;
 mod outbox;
 mod presence;
+mod random;
 mod server;
 mod session;
 mod wire;

@@ -59,7 +59,7 @@ impl Frame {
         };
         let mut frame = TFrame::from_payload(header, payload);
         if role == Role::Client {
-            frame.header_mut().mask = Some(rand::random());
+            frame.header_mut().mask = Some(crate::random::mask());
             let mut out = Vec::with_capacity(frame.len());
             // Formatting into a Vec cannot fail.
             let _ = frame.format(&mut out);

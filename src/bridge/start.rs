@@ -27,7 +27,7 @@ pub(crate) fn start(
 ) -> crate::Result<Bridge> {
     let client = redis::Client::open(url)
         .map_err(|e| crate::Error::Config(format!("--redis {url:?}: {e}")))?;
-    let instance: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+    let instance: Arc<str> = format!("{:016x}", crate::random::next_u64()).into();
     let where_ = client.get_connection_info().addr().to_string();
     info!("redis bridge: instance {instance}, Redis at {where_}");
     let stats = Arc::new(Stats::default());

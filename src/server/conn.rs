@@ -188,7 +188,7 @@ impl Conn {
                 return false;
             }
         };
-        self.respond_json(request, &body, head_only)
+        self.respond_json(request, StatusCode::OK, &body, head_only)
     }
 
     /// `GET /healthz`: 200 while accepting, 503 once shutdown has begun
@@ -197,10 +197,7 @@ impl Conn {
     /// serves its own clients, so it stays 200).
     fn serve_health(&self, request: &Request<()>, head_only: bool) -> bool {
         let draining = self.shared.draining.load(Ordering::SeqCst);
-        let redis = self.shared.bridge.get().map(|stats| {
-            stats.publisher_up.load(Ordering::Acquire)
-                && stats.subscriber_up.load(Ordering::Acquire)
-        });
+        let redis = self.shared.redis_connected();
         let body = serde_json::json!({
             "status": if draining { "draining" } else { "ok" },
             "redis": redis.map(|up| if up { "connected" } else { "disconnected" }),
@@ -211,7 +208,18 @@ impl Conn {
         } else {
             StatusCode::OK
         };
-        let keep = http::keep_alive(request) && !draining;
+        self.respond_json(request, status, &body, head_only)
+    }
+
+    /// A JSON answer; whether the connection stays open (not after a 503).
+    fn respond_json(
+        &self,
+        request: &Request<()>,
+        status: StatusCode,
+        body: &str,
+        head_only: bool,
+    ) -> bool {
+        let keep = http::keep_alive(request) && status.is_success();
         let headers = [
             ("Content-Type", "application/json"),
             ("Cache-Control", "no-cache"),
@@ -219,25 +227,6 @@ impl Conn {
         http::respond(
             self.wire.stream(),
             status,
-            &headers,
-            body.as_bytes(),
-            head_only,
-            keep,
-        )
-        .is_ok()
-            && keep
-    }
-
-    /// A 200 with a JSON body; whether the connection stays open.
-    fn respond_json(&self, request: &Request<()>, body: &str, head_only: bool) -> bool {
-        let keep = http::keep_alive(request);
-        let headers = [
-            ("Content-Type", "application/json"),
-            ("Cache-Control", "no-cache"),
-        ];
-        http::respond(
-            self.wire.stream(),
-            StatusCode::OK,
             &headers,
             body.as_bytes(),
             head_only,
@@ -263,7 +252,7 @@ impl Conn {
                 "{{\"maxMessageBytes\":{}}}",
                 self.config().max_message_bytes
             );
-            return self.respond_json(request, &body, head_only);
+            return self.respond_json(request, StatusCode::OK, &body, head_only);
         }
         let Some(asset) = self.shared.assets.get(path) else {
             self.refuse(

@@ -333,11 +333,7 @@ impl Handle {
     /// Redis are up (`None` without a bridge). While they are down, local
     /// clients are served as always and messages do not cross instances.
     pub fn redis_connected(&self) -> Option<bool> {
-        let stats = self.shared.bridge.get()?;
-        Some(
-            stats.publisher_up.load(Ordering::Acquire)
-                && stats.subscriber_up.load(Ordering::Acquire),
-        )
+        self.shared.redis_connected()
     }
 
     /// The messages `room` keeps in its history (see [`Config::history`]),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,15 @@ pub(super) struct Live {
 }
 
 impl Shared {
+    /// With a Redis bridge: whether both of its connections are up.
+    pub(super) fn redis_connected(&self) -> Option<bool> {
+        let stats = self.bridge.get()?;
+        Some(
+            stats.publisher_up.load(Ordering::Acquire)
+                && stats.subscriber_up.load(Ordering::Acquire),
+        )
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
