@@ -12,17 +12,12 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 use wshub::Config;
 
-fn body(response: &str) -> serde_json::Value {
-    let body = response.split("\r\n\r\n").nth(1).expect("a body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
 #[test]
 fn healthz_is_200_while_accepting() {
     let server = start(config());
     let response = get(server.local_addr(), "/healthz", "");
     assert_eq!(status(&response), 200);
-    let v = body(&response);
+    let v = json_body(&response);
     assert_eq!(v["status"], "ok");
     assert!(v["redis"].is_null(), "no bridge, no redis field value: {v}");
 }
@@ -45,7 +40,7 @@ fn a_drain_turns_healthz_503_refuses_upgrades_and_then_closes_with_1001() {
     eventually("healthz says 503", || {
         status(&get(addr, "/healthz", "")) == 503
     });
-    assert_eq!(body(&get(addr, "/healthz", ""))["status"], "draining");
+    assert_eq!(json_body(&get(addr, "/healthz", ""))["status"], "draining");
     let refused = handshake(addr, &upgrade_head(addr, "/ws/d"));
     assert_eq!(status(&refused), 503, "{refused}");
     assert!(refused.contains("Retry-After"), "{refused}");

@@ -21,11 +21,6 @@ fn say(a: &mut Ws, b: &mut Ws, prefix: &str, n: usize) {
     }
 }
 
-fn json(response: &str) -> serde_json::Value {
-    let body = response.split("\r\n\r\n").nth(1).expect("a body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
 #[test]
 fn a_late_joiner_gets_exactly_the_last_k_then_live_messages() {
     let server = start(Config {
@@ -167,7 +162,7 @@ fn presence_notices_come_in_order_with_the_rooms_messages() {
     assert_eq!(join["name"], "quentin q");
     assert_eq!(join["clients"], 2);
     // /rooms/who lists both, by name.
-    let room = json(&get(addr, "/rooms/who", ""));
+    let room = json_body(&get(addr, "/rooms/who", ""));
     let mut names: Vec<&str> = room["members"]
         .as_array()
         .unwrap()
@@ -177,7 +172,7 @@ fn presence_notices_come_in_order_with_the_rooms_messages() {
     names.sort();
     assert_eq!(names, ["pia", "quentin q"]);
     assert_eq!(room["clients"], 2);
-    let rooms = json(&get(addr, "/rooms", ""));
+    let rooms = json_body(&get(addr, "/rooms", ""));
     assert_eq!(rooms["rooms"][0]["name"], "who");
     text(&mut q, "hello");
     close(&mut q);

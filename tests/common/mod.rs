@@ -114,6 +114,12 @@ pub fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
     )
 }
 
+/// The JSON body of an HTTP response.
+pub fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 pub fn status(response: &str) -> u16 {
     response
         .get(9..12)
