@@ -31,6 +31,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::id::ClientId;
 use crate::member::{Limits, Member};
+use crate::metrics::Metrics;
 use crate::outbox::{Burst, Refused};
 use crate::session::close_frame;
 
@@ -93,16 +94,17 @@ struct Job {
 pub(crate) struct Lanes {
     helpers: Vec<(Sender<Job>, JoinHandle<()>)>,
     limits: Limits,
+    metrics: Arc<Metrics>,
 }
 
 impl Lanes {
     /// One lane per CPU, at most [`MAX_LANES`]; fewer if helper threads
     /// cannot be started (down to the hub's own lane alone).
-    pub(crate) fn start(limits: Limits) -> Lanes {
+    pub(crate) fn start(limits: Limits, metrics: Arc<Metrics>) -> Lanes {
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let mut helpers = Vec::new();
         for lane in 1..cpus.clamp(1, MAX_LANES) {
-            match spawn_helper(lane, limits) {
+            match spawn_helper(lane, limits, metrics.clone()) {
                 Ok(helper) => helpers.push(helper),
                 Err(e) => {
                     warn!("hub: no fan-out lane {lane}: {e}");
@@ -111,7 +113,11 @@ impl Lanes {
             }
         }
         debug!("hub: {} fan-out lanes", helpers.len() + 1);
-        Lanes { helpers, limits }
+        Lanes {
+            helpers,
+            limits,
+            metrics,
+        }
     }
 
     /// How many lanes there are.
@@ -152,7 +158,7 @@ impl Lanes {
             }
         }
         if let Some(own) = lanes.first() {
-            deliver(own, &delivery, self.limits);
+            deliver(own, &delivery, self.limits, &self.metrics);
         }
     }
 }
@@ -166,21 +172,28 @@ impl Drop for Lanes {
     }
 }
 
-fn spawn_helper(lane: usize, limits: Limits) -> io::Result<(Sender<Job>, JoinHandle<()>)> {
+fn spawn_helper(
+    lane: usize,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+) -> io::Result<(Sender<Job>, JoinHandle<()>)> {
     let (tx, rx) = unbounded::<Job>();
     let thread = thread::Builder::new()
         .name(format!("wshub-lane-{lane}"))
         .spawn(move || {
             for job in rx {
-                deliver(&job.members, &job.delivery, limits);
+                deliver(&job.members, &job.delivery, limits, &metrics);
             }
         })?;
     Ok((tx, thread))
 }
 
 /// Offers `d` to each member (less its own frames, unless echoed); a
-/// member whose outbox is full is evicted with 1008, once.
-fn deliver(members: &[Member], d: &Delivery, limits: Limits) {
+/// member whose outbox is full is evicted with 1008, once. The metrics
+/// are counted once for the whole burst.
+fn deliver(members: &[Member], d: &Delivery, limits: Limits, metrics: &Metrics) {
+    let (mut messages, mut bytes_out) = (0, 0);
+    let (mut refused, mut evicted) = (0, 0);
     for m in members {
         if d.presence_only && !m.join.presence {
             continue;
@@ -193,15 +206,26 @@ fn deliver(members: &[Member], d: &Delivery, limits: Limits) {
         if count == 0 {
             continue;
         }
-        if let Err(Refused::Full) = m.outbox.offer(&d.frames, skip, count, bytes) {
-            let close = close_frame(CloseCode::Policy, "send queue full");
-            if m.outbox.evict(close) {
-                warn!(
-                    "{} evicted from room {:?}: send queue full ({} messages / {} bytes max)",
-                    m.id, d.room, limits.messages, limits.bytes
-                );
+        match m.outbox.offer(&d.frames, skip, count, bytes) {
+            Ok(()) => {
+                messages += count;
+                bytes_out += bytes;
             }
+            Err(Refused::Full) => {
+                refused += count;
+                let close = close_frame(CloseCode::Policy, "send queue full");
+                if m.outbox.evict(close) {
+                    evicted += 1;
+                    warn!(
+                        "{} evicted from room {:?}: send queue full ({} messages / {} bytes max)",
+                        m.id, d.room, limits.messages, limits.bytes
+                    );
+                }
+            }
+            // A gone writer means its reader unregisters soon.
+            Err(Refused::Gone) => {}
         }
-        // A gone writer means its reader unregisters soon.
     }
+    metrics.delivered(messages, bytes_out);
+    metrics.refused(refused, evicted);
 }

@@ -141,6 +141,13 @@ impl Histories {
             .map_or((0, 0), |h| (h.entries.len(), h.bytes))
     }
 
+    /// Messages and bytes all rooms keep now.
+    pub(crate) fn totals(&self) -> (usize, usize) {
+        self.rooms
+            .values()
+            .fold((0, 0), |(n, b), h| (n + h.entries.len(), b + h.bytes))
+    }
+
     /// Ages out old messages everywhere, and forgets rooms left with none
     /// (a room with clients keeps its entry, possibly empty).
     pub(crate) fn sweep(&mut self, has_clients: impl Fn(&str) -> bool) {

@@ -59,6 +59,8 @@ pub enum Route {
     Rooms(Option<String>),
     /// `GET /healthz`: 200 while accepting, 503 once draining.
     Health,
+    /// `GET /metrics`: the Prometheus exposition.
+    Metrics,
 }
 
 /// Parses a request head from the start of `buf`.
@@ -161,6 +163,9 @@ pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
     }
     if path == "/healthz" {
         return Ok(Route::Health);
+    }
+    if path == "/metrics" {
+        return Ok(Route::Metrics);
     }
     if let Some(room) = path.strip_prefix("/rooms/") {
         return if valid_room(room) {

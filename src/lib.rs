@@ -53,6 +53,7 @@ mod hub;
 mod id;
 mod member;
 mod memory;
+mod metrics;
 mod outbox;
 mod presence;
 mod random;

@@ -97,6 +97,9 @@ impl std::fmt::Display for Ending {
     }
 }
 
+/// The reason of the Close sent to a peer silent for a pong timeout.
+pub(crate) const PING_TIMEOUT: &str = "ping timeout";
+
 /// Timing shared by both threads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -337,9 +340,9 @@ fn fail(wire: &Wire, outbox: &Outbox, err: tungstenite::Error, timing: Timing) -
         E::Io(e) if is_timeout(&e) => {
             // Silent for a whole pong timeout: the peer is probably gone, so
             // do not wait for an answer to the Close.
-            let _ = wire.send_close(Some(&close_frame(CloseCode::Away, "ping timeout")));
+            let _ = wire.send_close(Some(&close_frame(CloseCode::Away, PING_TIMEOUT)));
             wire.shutdown(Shutdown::Both);
-            return Ending::WeClosed(CloseCode::Away, "ping timeout".into());
+            return Ending::WeClosed(CloseCode::Away, PING_TIMEOUT.into());
         }
         E::ConnectionClosed | E::AlreadyClosed => {
             return Ending::Dropped("connection closed".into());

@@ -281,6 +281,10 @@ fn killing_redis_keeps_local_delivery_and_what_was_said_meanwhile_crosses_once_a
     redis.kill();
     let handle = servers[1].handle();
     eventually("B notices", || handle.redis_connected() == Some(false));
+    let during = scrape(b);
+    assert_eq!(during.get("wshub_redis_connected"), 0.0);
+    assert_eq!(during.get("wshub_redis_received_total"), 1.0);
+    assert_eq!(scrape(a).get("wshub_redis_published_total"), 1.0);
     // Local delivery goes on, without waiting on Redis.
     for i in 0..50 {
         let started = Instant::now();
@@ -300,6 +304,10 @@ fn killing_redis_keeps_local_delivery_and_what_was_said_meanwhile_crosses_once_a
         assert_eq!(next(&mut b1), Message::text(format!("local {i}")));
     }
     assert_eq!(next(&mut b1), Message::text("after"));
+    let after = scrape(b);
+    assert_eq!(after.get("wshub_redis_connected"), 1.0);
+    assert_eq!(after.get("wshub_redis_received_total"), 52.0);
+    assert_eq!(after.get("wshub_redis_dropped_total"), 0.0);
     for ws in [&mut a1, &mut a2, &mut b1] {
         close(ws);
     }

@@ -72,6 +72,9 @@ pub(crate) enum Query {
     Room(Arc<str>, Sender<Option<presence::RoomInfo>>),
     /// A room's history, oldest first.
     History(Arc<str>, Sender<Vec<Message>>),
+    /// For `/metrics`: rooms with local clients, and the messages and
+    /// bytes every history keeps (`None`: history is off).
+    Totals(Sender<(usize, Option<(usize, usize)>)>),
 }
 
 struct Hub {

@@ -63,6 +63,10 @@ impl Hub {
             Query::History(room, reply) => {
                 let _ = reply.send(self.histories.messages(&room));
             }
+            Query::Totals(reply) => {
+                let history = self.histories.enabled().then(|| self.histories.totals());
+                let _ = reply.send((self.rooms.len(), history));
+            }
         }
     }
 

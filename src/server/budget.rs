@@ -46,8 +46,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes a WebSocket slot, or `None` at `max_clients`.
-    pub(super) fn admit(self: &Arc<Self>) -> Option<Admission> {
+    /// Takes a WebSocket slot, or `None` at `max_clients`; `echo` for a
+    /// connection to `/echo` (counted apart for `/metrics`).
+    pub(super) fn admit(self: &Arc<Self>, echo: bool) -> Option<Admission> {
         let before = self.clients.fetch_add(1, Ordering::AcqRel);
         // The writer needs one more thread; keep room for a few HTTP requests.
         let threads_full = self.lock().threads + 8 > self.thread_budget;
@@ -55,7 +56,13 @@ impl Shared {
             self.clients.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Admission(self.clone()))
+        if echo {
+            self.echo_clients.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(Admission {
+            shared: self.clone(),
+            echo,
+        })
     }
 }
 
@@ -71,11 +78,17 @@ impl Drop for ThreadGuard {
 }
 
 /// Holds one of the `max_clients` slots while a WebSocket connection lives.
-pub(super) struct Admission(Arc<Shared>);
+pub(super) struct Admission {
+    shared: Arc<Shared>,
+    echo: bool,
+}
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        if self.echo {
+            self.shared.echo_clients.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.shared.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -99,6 +99,12 @@ impl Conn {
                     }
                     buf = rest;
                 }
+                Ok(Route::Metrics) => {
+                    if !self.serve_metrics(&request, head_only) {
+                        return;
+                    }
+                    buf = rest;
+                }
                 Ok(Route::Rooms(room)) => {
                     if !self.serve_rooms(&request, room, head_only) {
                         return;
@@ -109,7 +115,15 @@ impl Conn {
         }
     }
 
+    /// Refuses the request with `rejection` (counted) and closes.
     pub(super) fn refuse(&self, rejection: &Rejection, head_only: bool) {
+        self.shared
+            .metrics
+            .http_refused(rejection.status.as_u16(), false);
+        self.refuse_uncounted(rejection, head_only);
+    }
+
+    pub(super) fn refuse_uncounted(&self, rejection: &Rejection, head_only: bool) {
         info!(
             "{} ({}): {} {}",
             self.id,
@@ -209,6 +223,27 @@ impl Conn {
             StatusCode::OK
         };
         self.respond_json(request, status, &body, head_only)
+    }
+
+    /// `GET /metrics`, in the Prometheus text format; returns whether the
+    /// connection stays open.
+    fn serve_metrics(&self, request: &Request<()>, head_only: bool) -> bool {
+        let body = self.shared.render_metrics();
+        let keep = http::keep_alive(request);
+        let headers = [
+            ("Content-Type", crate::metrics::CONTENT_TYPE),
+            ("Cache-Control", "no-cache"),
+        ];
+        http::respond(
+            self.wire.stream(),
+            StatusCode::OK,
+            &headers,
+            body.as_bytes(),
+            head_only,
+            keep,
+        )
+        .is_ok()
+            && keep
     }
 
     /// A JSON answer; whether the connection stays open (not after a 503).

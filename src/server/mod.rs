@@ -44,6 +44,7 @@ use crate::handshake::Policy;
 use crate::http;
 use crate::hub::{self, Event, HubMsg, Limits};
 use crate::memory::Memory;
+use crate::metrics::Metrics;
 use crate::outbox::Bound;
 use crate::wire::Frame;
 use crate::{Config, Error, Result};
@@ -90,6 +91,7 @@ impl Server {
             bytes: config.send_queue_bytes,
         };
         let memory = Memory::new(config.max_buffered_bytes);
+        let metrics = Arc::new(Metrics::default());
         info!(
             "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
             config.max_buffered_bytes >> 20
@@ -112,6 +114,8 @@ impl Server {
             next_id: AtomicU64::new(1),
             thread_budget: budget::thread_budget(),
             clients: AtomicUsize::new(0),
+            echo_clients: AtomicUsize::new(0),
+            metrics: metrics.clone(),
             live: Mutex::new(Live::default()),
             changed: Condvar::new(),
         });
@@ -134,7 +138,7 @@ impl Server {
         }
         // The lanes' threads start here, before `start` returns, so that a
         // caller counting threads sees all of the server's.
-        let lanes = hub::Lanes::start(limits);
+        let lanes = hub::Lanes::start(limits, metrics);
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub::run(hub_rx, lanes, memory, bridge, history))?;

@@ -20,6 +20,7 @@ use crate::assets::Assets;
 use crate::handshake::Policy;
 use crate::hub::{self, HubMsg};
 use crate::memory::Memory;
+use crate::metrics::{self, Metrics};
 use crate::outbox::Bound;
 use crate::wire::Wire;
 
@@ -45,6 +46,10 @@ pub(super) struct Shared {
     pub(super) thread_budget: usize,
     /// Open WebSocket connections, for `max_clients`.
     pub(super) clients: AtomicUsize,
+    /// Of those, the ones on `/echo`.
+    pub(super) echo_clients: AtomicUsize,
+    /// The counters behind `/metrics`.
+    pub(super) metrics: Arc<Metrics>,
     pub(super) live: Mutex<Live>,
     pub(super) changed: Condvar,
 }
@@ -64,6 +69,33 @@ impl Shared {
             stats.publisher_up.load(Ordering::Acquire)
                 && stats.subscriber_up.load(Ordering::Acquire),
         )
+    }
+
+    /// The `/metrics` page: the counters, and what the hub, the memory
+    /// budget and the bridge know now.
+    pub(super) fn render_metrics(&self) -> String {
+        let (rooms, history) = self.ask(hub::Query::Totals).unwrap_or((0, None));
+        let clients = self.clients.load(Ordering::Relaxed);
+        let echo = self.echo_clients.load(Ordering::Relaxed);
+        let redis = self.bridge.get().map(|stats| {
+            (
+                self.redis_connected().unwrap_or(false),
+                stats.published.load(Ordering::Relaxed),
+                stats.received.load(Ordering::Relaxed),
+                stats.dropped.load(Ordering::Relaxed),
+            )
+        });
+        self.metrics.render(&metrics::Snapshot {
+            chat_clients: clients.saturating_sub(echo),
+            echo_clients: echo,
+            rooms,
+            history,
+            buffered: (self.memory.used(), self.memory.limit()),
+            memory_refused: self.memory.refused(),
+            memory_evicted: self.memory.evicted(),
+            redis,
+            draining: self.draining.load(Ordering::Relaxed),
+        })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Live> {

@@ -26,12 +26,21 @@ use crate::http::Rejection;
 use crate::hub::HubMsg;
 use crate::id::ClientId;
 use crate::member::{Join, Member};
+use crate::metrics::{Metrics, Side};
 use crate::outbox::{self, Outbox};
 use crate::presence;
 use crate::session::{self, Ending, Handlers, Parts, Timing, close_frame};
 use crate::wire::Frame;
 
 impl Conn {
+    /// Refuses the upgrade (counted as a refused handshake).
+    fn refuse_upgrade(&self, rejection: &Rejection) {
+        self.shared
+            .metrics
+            .http_refused(rejection.status.as_u16(), true);
+        self.refuse_uncounted(rejection, false);
+    }
+
     /// Completes the handshake and starts the client's two threads.
     /// `room: None` is the echo endpoint.
     pub(super) fn upgrade(
@@ -43,12 +52,12 @@ impl Conn {
     ) {
         let response = match handshake::accept(&request, &self.shared.policy) {
             Ok(response) => response,
-            Err(rejection) => return self.refuse(&rejection, false),
+            Err(rejection) => return self.refuse_upgrade(&rejection),
         };
         let join = match &room {
             Some(_) => match join_of(&request, self.id) {
                 Ok(join) => join,
-                Err(rejection) => return self.refuse(&rejection, false),
+                Err(rejection) => return self.refuse_upgrade(&rejection),
             },
             None => Join::default(),
         };
@@ -58,16 +67,16 @@ impl Conn {
             let rejection =
                 Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is draining")
                     .with_header("Retry-After", "5");
-            return self.refuse(&rejection, false);
+            return self.refuse_upgrade(&rejection);
         }
-        let Some(admission) = self.shared.admit() else {
+        let Some(admission) = self.shared.admit(room.is_none()) else {
             let limit = self.config().max_clients.unwrap_or_default();
             let rejection = Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("at the limit of {limit} clients"),
             )
             .with_header("Retry-After", "5");
-            return self.refuse(&rejection, false);
+            return self.refuse_upgrade(&rejection);
         };
         // A chat client's outbox is bounded and written to directly when
         // it keeps up; an echo client's carries only its Close.
@@ -96,6 +105,7 @@ impl Conn {
         }
         drop(response);
         mailbox.0.open();
+        self.shared.metrics.upgraded();
         // `stopping` is set before the hub is told to shut down, so a
         // registration that queued behind the hub's Shutdown (and will
         // never be seen) always sees it here.
@@ -149,8 +159,10 @@ impl Conn {
         let hub = self.shared.hub.clone();
         let on_end = {
             let hub = hub.clone();
+            let metrics = self.shared.metrics.clone();
             move |ending: Ending| {
                 let _ = hub.send(HubMsg::Unregister(id));
+                count_ending(&metrics, &ending);
                 log_ending(&format!("{id} ({peer})"), &ending);
             }
         };
@@ -162,8 +174,10 @@ impl Conn {
             }
         };
         let memory = self.shared.memory.clone();
+        let metrics = self.shared.metrics.clone();
         let on_message: Box<dyn FnMut(Message) -> bool + Send> = match room {
             Some(_) => Box::new(move |message: Message| {
+                metrics.received(message.len());
                 let Some(frame) = Frame::data(Role::Server, &message) else {
                     return true;
                 };
@@ -185,8 +199,14 @@ impl Conn {
             None => {
                 let wire = self.wire.clone();
                 Box::new(move |message: Message| {
-                    Frame::data(Role::Server, &message)
-                        .is_none_or(|frame| wire.send([&frame]).is_ok())
+                    metrics.received(message.len());
+                    Frame::data(Role::Server, &message).is_none_or(|frame| {
+                        let sent = wire.send([&frame]).is_ok();
+                        if sent {
+                            metrics.delivered(1, frame.len());
+                        }
+                        sent
+                    })
                 })
             }
         };
@@ -237,6 +257,22 @@ fn join_of(request: &Request<()>, id: ClientId) -> Result<Join, Rejection> {
         }
     }
     Ok(join)
+}
+
+/// Counts how a client's connection ended.
+fn count_ending(metrics: &Metrics, ending: &Ending) {
+    let (side, code) = match ending {
+        Ending::PeerClosed(Some(close)) => (Side::Peer, u16::from(close.code)),
+        Ending::PeerClosed(None) => (Side::Peer, 1005),
+        Ending::Dropped(_) => (Side::Peer, 1006),
+        Ending::WeClosed(code, reason) => {
+            if *code == CloseCode::Away && reason == session::PING_TIMEOUT {
+                metrics.ping_timeout();
+            }
+            (Side::Server, u16::from(*code))
+        }
+    };
+    metrics.closed(side, code);
 }
 
 /// One log line for how a client's connection ended.

@@ -3,8 +3,10 @@
 //! speak raw HTTP and raw frames for malformed input.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tungstenite::handshake::client::generate_key;
@@ -301,4 +303,71 @@ pub fn serve_process(args: &[&str], env: &[(&str, &str)]) -> Served {
             };
         }
     }
+}
+
+/// `GET /metrics`, parsed by a real Prometheus parser (Python's
+/// `prometheus_client`, tests/tools/parse_metrics.py).
+/// One scrape, parsed: every sample by `name{label=value,…}` (labels
+/// sorted), and every family's type.
+pub struct Scrape {
+    pub samples: HashMap<String, f64>,
+    pub types: HashMap<String, String>,
+}
+
+impl Scrape {
+    pub fn get(&self, key: &str) -> f64 {
+        *self
+            .samples
+            .get(key)
+            .unwrap_or_else(|| panic!("no sample {key} in {:?}", self.samples.keys()))
+    }
+}
+
+pub fn scrape(addr: SocketAddr) -> Scrape {
+    let response = get(addr, "/metrics", "");
+    assert_eq!(status(&response), 200, "{response}");
+    assert!(
+        response.contains("Content-Type: text/plain; version=0.0.4"),
+        "{response}"
+    );
+    let body = response.split_once("\r\n\r\n").expect("a body").1;
+    parse(body)
+}
+
+/// Runs the real parser over `body`; panics if it refuses it.
+pub fn parse(body: &str) -> Scrape {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/parse_metrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (with prometheus_client; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write the exposition");
+    let out = child.wait_with_output().expect("the parser finishes");
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parser output");
+    let samples = v["samples"]
+        .as_object()
+        .expect("samples")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().expect("a number")))
+        .collect();
+    let types = v["families"]
+        .as_object()
+        .expect("families")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("a type").to_string()))
+        .collect();
+    Scrape { samples, types }
 }
