@@ -94,6 +94,11 @@ pub struct Config {
     /// Address to listen on. Default [`DEFAULT_ADDR`]; port 0 picks a free port
     /// (see [`Server::local_addr`](crate::Server::local_addr)).
     pub addr: SocketAddr,
+    /// More addresses to listen on besides `addr`, each with its own
+    /// acceptor thread (e.g. `[::]:8080` beside `0.0.0.0:8080`; an IPv6
+    /// address listed beside an IPv4 one is bound IPv6-only so the two do
+    /// not collide). Default: none.
+    pub extra_addrs: Vec<SocketAddr>,
     /// Listen backlog (Unix; elsewhere std's). Default
     /// [`DEFAULT_LISTEN_BACKLOG`].
     pub listen_backlog: u32,
@@ -185,6 +190,7 @@ impl Default for Config {
             addr: DEFAULT_ADDR
                 .parse()
                 .expect("DEFAULT_ADDR is a valid address"),
+            extra_addrs: Vec::new(),
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             pong_timeout: DEFAULT_PONG_TIMEOUT,

@@ -21,6 +21,47 @@ use crate::http;
 use crate::id::ClientId;
 use crate::wire::Wire;
 
+/// Binds every address of the configuration, `addr` first, with the
+/// configured backlog. An IPv6 address is bound IPv6-only when an IPv4
+/// address is also listed (otherwise `[::]:P` would take `0.0.0.0:P` too,
+/// and binding that would fail); alone, it keeps the system's default.
+pub(super) fn bind_all(config: &crate::Config) -> std::io::Result<Vec<TcpListener>> {
+    let addrs: Vec<SocketAddr> = std::iter::once(config.addr)
+        .chain(config.extra_addrs.iter().copied())
+        .collect();
+    let any_v4 = addrs.iter().any(SocketAddr::is_ipv4);
+    addrs
+        .iter()
+        .map(|addr| {
+            bind(*addr, any_v4, config.listen_backlog)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+fn bind(addr: SocketAddr, v6_only: bool, backlog: u32) -> std::io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    // As std does: a restarted server can bind while old connections linger.
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    if addr.is_ipv6() && v6_only {
+        sockopt::set_ipv6_v6only(&socket, true)?;
+    }
+    rustix::net::bind(&socket, &addr)?;
+    rustix::net::listen(&socket, i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from(socket))
+}
+
+#[cfg(not(unix))]
+fn bind(addr: SocketAddr, _v6_only: bool, _backlog: u32) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}
+
 /// The address that reaches our own listener.
 pub(super) fn wake_addr(bound: SocketAddr) -> SocketAddr {
     match bound.ip() {

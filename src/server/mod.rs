@@ -56,7 +56,8 @@ const HUB_INBOX: usize = 4096;
 /// A running server. Dropping it shuts it down.
 pub struct Server {
     handle: Handle,
-    acceptor: Option<JoinHandle<()>>,
+    /// Each listener's acceptor thread, by bound address.
+    acceptors: Vec<(SocketAddr, JoinHandle<()>)>,
     hub: Option<JoinHandle<()>>,
 }
 
@@ -71,9 +72,12 @@ impl Server {
     /// Binds `config.addr` and starts serving on background threads.
     pub fn start(config: Config) -> Result<Server> {
         config.validate()?;
-        let listener = TcpListener::bind(config.addr)?;
-        set_backlog(&listener, config.listen_backlog)?;
-        let local_addr = listener.local_addr()?;
+        let listeners = accept::bind_all(&config)?;
+        let local_addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let local_addr = local_addrs[0];
         let assets = Assets::new(config.static_dir.as_deref())?;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_bytes)
@@ -103,6 +107,7 @@ impl Server {
             },
             config,
             local_addr,
+            local_addrs: local_addrs.clone(),
             assets,
             ws_config,
             bound,
@@ -142,24 +147,20 @@ impl Server {
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub::run(hub_rx, lanes, memory, bridge, history))?;
-        let acceptor_shared = shared.clone();
-        let acceptor = thread::Builder::new()
-            .name("wshub-accept".into())
-            .spawn(move || accept::accept_loop(listener, acceptor_shared));
-        let acceptor = match acceptor {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = shared.hub.send(HubMsg::Shutdown);
-                let _ = hub.join();
-                return Err(e.into());
-            }
-        };
-        info!("listening on {local_addr}");
-        Ok(Server {
+        let mut server = Server {
             handle: Handle { shared },
-            acceptor: Some(acceptor),
+            acceptors: Vec::new(),
             hub: Some(hub),
-        })
+        };
+        for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
+            let shared = server.handle.shared.clone();
+            let acceptor = thread::Builder::new()
+                .name("wshub-accept".into())
+                .spawn(move || accept::accept_loop(listener, shared))?;
+            server.acceptors.push((*addr, acceptor));
+            info!("listening on {addr}");
+        }
+        Ok(server)
     }
 
     /// A cloneable handle for other threads (signal handlers, the host program).
@@ -167,9 +168,16 @@ impl Server {
         self.handle.clone()
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The address actually bound (useful with port 0): that of
+    /// [`Config::addr`].
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Every address bound: [`Config::addr`]'s, then those of
+    /// [`Config::extra_addrs`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.handle.shared.local_addrs
     }
 
     /// See [`Handle::events`].
@@ -227,23 +235,21 @@ impl Server {
 
     fn stop(&mut self) {
         let shared = &self.handle.shared;
-        let Some(acceptor) = self.acceptor.take() else {
+        let Some(hub) = self.hub.take() else {
             return;
         };
         let started = Instant::now();
         shared.draining.store(true, Ordering::SeqCst);
         shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the acceptor from accept(); if the connect fails it is not
-        // blocked there (or the listener is gone) and sees the flag anyway.
-        let _ = TcpStream::connect_timeout(
-            &accept::wake_addr(shared.local_addr),
-            Duration::from_secs(1),
-        );
-        let _ = acceptor.join();
-        let _ = shared.hub.send(HubMsg::Shutdown);
-        if let Some(hub) = self.hub.take() {
-            let _ = hub.join();
+        for (addr, acceptor) in self.acceptors.drain(..) {
+            // Wake the acceptor from accept(); if the connect fails it is
+            // not blocked there (or the listener is gone) and sees the flag
+            // anyway.
+            let _ = TcpStream::connect_timeout(&accept::wake_addr(addr), Duration::from_secs(1));
+            let _ = acceptor.join();
         }
+        let _ = shared.hub.send(HubMsg::Shutdown);
+        let _ = hub.join();
         let grace = shared.config.close_timeout + Duration::from_millis(250);
         if !shared.wait_idle(grace) {
             let sockets: Vec<_> = shared.lock().sockets.values().cloned().collect();
@@ -257,19 +263,6 @@ impl Server {
         }
         info!("shut down in {:?}", started.elapsed());
     }
-}
-
-/// Listens again with the configured backlog (std binds with 128; on
-/// Linux a second `listen` on a listening socket only changes the backlog).
-#[cfg(unix)]
-fn set_backlog(listener: &TcpListener, backlog: u32) -> std::io::Result<()> {
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    rustix::net::listen(listener, backlog).map_err(std::io::Error::from)
-}
-
-#[cfg(not(unix))]
-fn set_backlog(_listener: &TcpListener, _backlog: u32) -> std::io::Result<()> {
-    Ok(())
 }
 
 impl Drop for Server {

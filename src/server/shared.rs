@@ -27,6 +27,8 @@ use crate::wire::Wire;
 pub(super) struct Shared {
     pub(super) config: Config,
     pub(super) local_addr: SocketAddr,
+    /// Every bound address, `local_addr` first.
+    pub(super) local_addrs: Vec<SocketAddr>,
     pub(super) policy: Policy,
     pub(super) assets: Assets,
     pub(super) ws_config: WebSocketConfig,

@@ -140,9 +140,10 @@ fn init_logging(level: log::LevelFilter) {
 /// Flags of `wshub serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on; repeat it to listen on several (e.g.
+    /// `--addr 0.0.0.0:8080 --addr [::]:8080`).
     #[arg(long, default_value = DEFAULT_ADDR)]
-    pub addr: SocketAddr,
+    pub addr: Vec<SocketAddr>,
     /// Listen backlog (capped by the kernel's net.core.somaxconn).
     #[arg(long, default_value_t = DEFAULT_LISTEN_BACKLOG)]
     pub listen_backlog: u32,
@@ -229,7 +230,8 @@ impl ServeArgs {
     pub fn config(&self) -> Config {
         let bytes = |b: ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
         Config {
-            addr: self.addr,
+            addr: self.addr.first().copied().unwrap_or(Config::default().addr),
+            extra_addrs: self.addr.iter().skip(1).copied().collect(),
             listen_backlog: self.listen_backlog,
             write_timeout: self.write_timeout.into(),
             pong_timeout: self.pong_timeout.into(),
