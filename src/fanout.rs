@@ -217,6 +217,7 @@ fn deliver(members: &[Member], d: &Delivery, limits: Limits, metrics: &Metrics) 
                 if m.outbox.evict(close) {
                     evicted += 1;
                     warn!(
+                        client = m.id.0, room = &*d.room;
                         "{} evicted from room {:?}: send queue full ({} messages / {} bytes max)",
                         m.id, d.room, limits.messages, limits.bytes
                     );

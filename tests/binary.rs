@@ -69,6 +69,7 @@ fn help_documents_every_flag() {
         "--redis",
         "--drain-timeout",
         "--log-level",
+        "--log-format",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -120,6 +121,46 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     for line in &served.head {
         assert!(!line.contains('\u{1b}'), "escape codes in {line:?}");
     }
+    let mut child = served.process;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_client_peer_and_room() {
+    let served = serve_process(&["--log-format", "json"], &[]);
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    };
+    for line in &served.head {
+        let v = parse(line);
+        for field in ["time", "level", "message"] {
+            assert!(v[field].is_string(), "no {field} in {v}");
+        }
+        // RFC 3339, UTC.
+        let time = v["time"].as_str().unwrap();
+        assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    }
+    let mut client = ws(served.addr, "/ws/logged");
+    let local = client.get_ref().local_addr().unwrap().to_string();
+    close(&mut client);
+    let deadline = Instant::now() + STEP;
+    let mut seen = Vec::new();
+    let joined = loop {
+        let line = served
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no join line in {seen:?}"));
+        let v = parse(&line);
+        if v["message"].as_str().unwrap_or("").contains("joined room") {
+            break v;
+        }
+        seen.push(line);
+    };
+    assert_eq!(joined["level"], "INFO");
+    assert_eq!(joined["room"], "logged");
+    assert_eq!(joined["peer"], local.as_str());
+    assert!(joined["client"].as_u64().is_some(), "{joined}");
     let mut child = served.process;
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(2)).success());

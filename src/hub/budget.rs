@@ -38,6 +38,7 @@ impl Hub {
             if m.outbox.evict(close) {
                 self.memory.count_evicted();
                 warn!(
+                    client = m.id.0, room = m.room.as_deref().unwrap_or("");
                     "{} evicted from room {:?}: {bytes} bytes queued while the server holds {} of its {} byte budget",
                     m.id,
                     m.room.as_deref().unwrap_or(""),

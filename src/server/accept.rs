@@ -109,7 +109,7 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
     let wire = match Wire::new(stream, Role::Server, shared.config.write_timeout) {
         Ok(wire) => Arc::new(wire),
         Err(e) => {
-            warn!("connection {id} from {peer}: {e}");
+            warn!(client = id, peer:% = peer; "connection {id} from {peer}: {e}");
             return;
         }
     };
@@ -125,7 +125,7 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
         peer,
     };
     if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
-        error!("cannot start a thread for {peer}: {e}");
+        error!(client = id, peer:% = peer; "cannot start a thread for {peer}: {e}");
         let body = b"server overloaded\n";
         let _ = http::respond(
             wire.stream(),

@@ -52,6 +52,7 @@ impl Conn {
                 Err(HeadError::Timeout { partial: false }) => {
                     if first {
                         info!(
+                            client = self.id.0, peer:% = self.peer;
                             "{} ({}): no request within {:?}, closing",
                             self.id,
                             self.peer,
@@ -125,6 +126,7 @@ impl Conn {
 
     pub(super) fn refuse_uncounted(&self, rejection: &Rejection, head_only: bool) {
         info!(
+            client = self.id.0, peer:% = self.peer, status = rejection.status.as_u16();
             "{} ({}): {} {}",
             self.id,
             self.peer,

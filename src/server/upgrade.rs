@@ -10,11 +10,12 @@
 //! May touch: this connection's socket, the hub's inbox, `Shared`'s
 //! accounting (through `budget`'s guards).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 use tungstenite::http::{Request, StatusCode};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketContext};
@@ -149,7 +150,9 @@ impl Conn {
             Some(room) => format!("joined room {room:?}"),
             None => "opened an echo session".to_string(),
         };
-        info!("{id} ({peer}) {what}");
+        // The room of this client's log lines (none for an echo session).
+        let room_name = room.clone();
+        info!(client = id.0, peer:% = peer, room = room_name.as_deref(); "{id} ({peer}) {what}");
         let timing = Timing {
             ping_interval: self.config().ping_interval,
             close_timeout: self.config().close_timeout,
@@ -163,14 +166,14 @@ impl Conn {
             move |ending: Ending| {
                 let _ = hub.send(HubMsg::Unregister(id));
                 count_ending(&metrics, &ending);
-                log_ending(&format!("{id} ({peer})"), &ending);
+                log_ending(id, peer, room_name.as_deref(), &ending);
             }
         };
         let on_writer_end = move |problem: Option<String>| {
             // The writer keeps the socket registered and the slot taken until it is done too.
             drop(keep);
             if let Some(problem) = problem {
-                info!("{id} ({peer}): {problem}");
+                info!(client = id.0, peer:% = peer; "{id} ({peer}): {problem}");
             }
         };
         let memory = self.shared.memory.clone();
@@ -224,7 +227,7 @@ impl Conn {
         };
         let started = session::start(&self.shared, &name, parts, timing, handlers);
         if let Err(e) = started {
-            error!("{id} ({peer}): cannot start its session: {e}");
+            error!(client = id.0, peer:% = peer; "{id} ({peer}): cannot start its session: {e}");
             let _ = self.shared.hub.send(HubMsg::Unregister(id));
         }
     }
@@ -276,9 +279,10 @@ fn count_ending(metrics: &Metrics, ending: &Ending) {
 }
 
 /// One log line for how a client's connection ended.
-fn log_ending(who: &str, ending: &Ending) {
-    match ending {
-        Ending::WeClosed(code, _) if *code != CloseCode::Away => warn!("{who}: {ending}"),
-        _ => info!("{who}: {ending}"),
-    }
+fn log_ending(id: ClientId, peer: SocketAddr, room: Option<&str>, ending: &Ending) {
+    let level = match ending {
+        Ending::WeClosed(code, _) if *code != CloseCode::Away => log::Level::Warn,
+        _ => log::Level::Info,
+    };
+    log::log!(level, client = id.0, peer:% = peer, room; "{id} ({peer}): {ending}");
 }

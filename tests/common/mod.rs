@@ -291,7 +291,15 @@ pub fn serve_process(args: &[&str], env: &[(&str, &str)]) -> Served {
         let line = log
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the listening line");
-        let addr = line.split("listening on ").nth(1).map(|a| a.trim().parse());
+        // A text line, or the message of a JSON one (--log-format json).
+        let message = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => v["message"].as_str().unwrap_or_default().to_string(),
+            Err(_) => line.clone(),
+        };
+        let addr = message
+            .split("listening on ")
+            .nth(1)
+            .map(|a| a.trim().parse());
         head.push(line.clone());
         if let Some(addr) = addr {
             let addr = addr.expect("an address");

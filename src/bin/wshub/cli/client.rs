@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, bounded, never, select, tick};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::{ClientArgs, init_logging};
+use super::ClientArgs;
 use wshub::Ending;
 use wshub::{CloseCode, ConnectOptions, Connection, Message, file_frame};
 
@@ -28,7 +28,7 @@ const FAILED: u8 = 1;
 const ABNORMAL_CLOSE: u8 = 3;
 
 pub(super) fn run(args: &ClientArgs) -> ExitCode {
-    init_logging(args.log_level);
+    super::logging::init(args.log_level, super::LogFormat::Text);
     match session(args) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {

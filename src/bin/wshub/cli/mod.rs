@@ -6,7 +6,10 @@
 //! each subcommand runs from its own file.
 
 mod client;
+mod logging;
 mod serve;
+
+pub use logging::LogFormat;
 
 use std::process::ExitCode;
 
@@ -118,25 +121,6 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.trim().to_string()))
 }
 
-/// Sets up logging to stderr.
-fn init_logging(level: log::LevelFilter) {
-    let config = simplelog::ConfigBuilder::new()
-        .set_target_level(log::LevelFilter::Off)
-        .set_thread_level(log::LevelFilter::Off)
-        .build();
-    // Colours only for a person at a terminal: not into files or journals,
-    // and never with NO_COLOR set (termcolor's Auto alone does not look at
-    // whether stderr is a terminal).
-    use std::io::IsTerminal;
-    let colour = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-        simplelog::ColorChoice::Auto
-    } else {
-        simplelog::ColorChoice::Never
-    };
-    // Only fails if a logger is already set, which cannot happen here.
-    let _ = simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, colour);
-}
-
 /// Flags of `wshub serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -223,6 +207,10 @@ pub struct ServeArgs {
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: log::LevelFilter,
+    /// Log lines as text, or as one JSON object per line (time, level,
+    /// message, and client, peer and room where there is one).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {

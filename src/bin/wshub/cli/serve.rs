@@ -8,11 +8,11 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::{ServeArgs, init_logging};
+use super::{ServeArgs, logging};
 use wshub::Server;
 
 pub(super) fn run(args: &ServeArgs) -> ExitCode {
-    init_logging(args.log_level);
+    logging::init(args.log_level, args.log_format);
     raise_file_limit();
     // Before the server starts: a SIGTERM that comes as soon as it listens
     // (a supervisor, a test) must shut it down cleanly, not kill it.
