@@ -3,6 +3,8 @@
 //! speak raw HTTP and raw frames for malformed input.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -54,7 +54,7 @@ Examples:
 Several instances behind one address, sharing rooms through Redis:
   wshub serve --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
   wshub serve --addr 127.0.0.1:8082 --redis redis://127.0.0.1:6379
-  and an nginx upstream of the two in front (deploy/nginx-two-instances.conf):
+  and an nginx upstream of the two in front (deploy/nginx.conf):
     upstream wshub { server 127.0.0.1:8081; server 127.0.0.1:8082; least_conn; }
     location / { proxy_pass http://wshub; proxy_http_version 1.1;
                  proxy_set_header Upgrade $http_upgrade;
