@@ -6,9 +6,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -25,9 +25,9 @@ let port = 0;
 let browser = null;
 
 /** Starts wshub; resolves once it logs its address. */
-function startServer(addr) {
+function startServer(addr, extra = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, ["serve", "--addr", addr, "--max-message-bytes", String(MAX), "--log-level", "info"], {
+    const child = spawn(bin, ["serve", "--addr", addr, "--max-message-bytes", String(MAX), "--log-level", "info", ...extra], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let log = "";
@@ -291,4 +291,35 @@ test("room from the query string, and changing rooms", async () => {
   await page.waitForFunction(() => /room next-room/.test(document.getElementById("state").textContent), null, { timeout: STEP });
   assert.match(page.url(), /#room=next-room$/);
   await context.close();
+});
+
+test("with --auth-secret-file the page joins with #token= and says why without one", async () => {
+  const secret = path.join(shots, "secret");
+  writeFileSync(secret, randomBytes(32), { mode: 0o600 });
+  const token = execFileSync(bin, ["token", "--secret-file", secret, "--sub", "erin", "--rooms", "ops,team-*", "--ttl", "10m"], { encoding: "utf8" }).trim();
+  const { child: secured, port: securedPort } = await startServer("127.0.0.1:0", ["--auth-secret-file", secret]);
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${securedPort}/#room=team-blue&token=${token}`);
+    await connected(page);
+    assert.match(await page.$eval("#state", (e) => e.textContent), /room team-blue/);
+    // Changing rooms keeps the token in the fragment.
+    await page.fill("#room", "ops");
+    await page.press("#room", "Enter");
+    await page.waitForFunction(() => /room ops/.test(document.getElementById("state").textContent), null, { timeout: STEP });
+    assert.ok(page.url().includes("token="), page.url());
+    // A room the token does not grant, and no token at all: a clear message.
+    await page.fill("#room", "finance");
+    await page.press("#room", "Enter");
+    await page.waitForFunction(() => /Not authorised for room finance/.test(document.getElementById("state").textContent), null, { timeout: STEP });
+    const stranger = await context.newPage();
+    await stranger.goto(`http://127.0.0.1:${securedPort}/#room=ops`);
+    await stranger.waitForFunction(() => /Not authorised: this server needs an access token/.test(document.getElementById("state").textContent), null, { timeout: STEP });
+    await stranger.screenshot({ path: path.join(shots, "not-authorised.png") });
+    assert.ok(!secured.log().includes(token.split(".")[2]), "the token is in the server's log");
+    await context.close();
+  } finally {
+    await stopServer(secured);
+  }
 });

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=$1 old=$2 new=$3
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-3}"   # ONLY=REGEX: only the matching scenarios
 OUT=target/bench/ab-$what.jsonl
 mkdir -p target/bench
 : > "$OUT"
@@ -20,6 +20,8 @@ mkdir -p target/bench
 # run LABEL SERVER_BIN GENERATOR_BIN BENCH_ARGS... (PORT is replaced)
 run() {
   local label=$1 server=$2 generator=$3; shift 3
+  # ONLY=REGEX runs just the scenarios whose label matches.
+  [[ -z "${ONLY:-}" || "$label" =~ $ONLY ]] || return 0
   local p; p=$(free_port)
   start_server "$server" "$p" /dev/null --log-level error
   local pid=$SERVER_PID

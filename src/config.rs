@@ -11,6 +11,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{Authorizer, Secret};
+
+/// Smallest burst of the per-client rate limit when
+/// [`Config::message_burst`] is not given.
+pub const DEFAULT_MESSAGE_BURST: u32 = 10;
+
 /// Default listen address: every IPv4 interface, port 8080.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
 /// Default bound on every socket write (gorilla's `writeWait`).
@@ -182,6 +188,26 @@ pub struct Config {
     /// counted in the log) rather than stalling the hub. Default
     /// [`DEFAULT_EVENT_QUEUE`].
     pub event_queue: usize,
+    /// The HMAC secret of HS256 tokens (`--auth-secret-file`; needs the
+    /// `jwt` cargo feature): every upgrade must then carry a valid token
+    /// (see [`auth`](crate::auth)). Default `None`: no authentication.
+    pub auth_secret: Option<Secret>,
+    /// The host program's own access decision instead of tokens (not with
+    /// `auth_secret`). Default `None`.
+    pub authorizer: Option<Authorizer>,
+    /// Also require a token (or the authorizer's consent) for `/rooms`,
+    /// `/rooms/{room}` and `/metrics`. Default `false`: left to the proxy.
+    pub protect_admin: bool,
+    /// Messages a client may send per second, on average; a client over
+    /// it is closed with 1008 "rate limit". Default `None`: no limit.
+    pub max_messages_per_second: Option<u32>,
+    /// Messages a client may send at once above that rate (the token
+    /// bucket's size). Default `None`: as many as one second allows, and
+    /// at least [`DEFAULT_MESSAGE_BURST`].
+    pub message_burst: Option<u32>,
+    /// WebSocket connections one IP address may hold; beyond, upgrades get
+    /// 503. Default `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Config {
@@ -216,6 +242,12 @@ impl Default for Config {
             history_bytes: DEFAULT_HISTORY_BYTES,
             history_age: DEFAULT_HISTORY_AGE,
             redis: None,
+            auth_secret: None,
+            authorizer: None,
+            protect_admin: false,
+            max_messages_per_second: None,
+            message_burst: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -241,6 +273,12 @@ impl Config {
         }
         if self.write_timeout.is_zero() || self.head_timeout.is_zero() {
             return bad("write and head timeouts must be positive");
+        }
+        if self.max_messages_per_second == Some(0) || self.message_burst == Some(0) {
+            return bad("the rate limit and its burst must be positive");
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return bad("the per-IP connection limit must be positive");
         }
         if self.max_head_bytes < 64 {
             return bad("the head limit must be at least 64 bytes");

@@ -98,6 +98,7 @@ impl Connection {
             pong_timeout: options.pong_timeout,
             // The dialling side trusts its server: no message timeout.
             message_timeout: Duration::MAX,
+            expires: None,
         };
         let mailbox = outbox::new(Bound::NONE, Some(options.send_queue), None);
         let outbox = mailbox.0.clone();
@@ -122,7 +123,7 @@ impl Connection {
             parts,
             timing,
             Handlers {
-                on_message: move |m| inbox_tx.send(m).is_ok(),
+                on_message: move |m| inbox_tx.send(m).map_err(|_| session::Stop::Gone),
                 on_end: move |end: Ending| {
                     let _finished = finished_tx;
                     let close = match &end {

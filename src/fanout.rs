@@ -120,6 +120,11 @@ impl Lanes {
         }
     }
 
+    /// The counters the lanes (and the hub) bump.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// How many lanes there are.
     pub(crate) fn count(&self) -> usize {
         self.helpers.len() + 1

@@ -24,7 +24,9 @@
 //! (whose defaults are the `DEFAULT_*` constants); the [`Event`]s a host
 //! program receives; [`Connection`] (the same reader/writer pair on the
 //! dialling side, as a thread-safe handle) and [`dial`] (the handshake
-//! alone); [`file_frame`], the chat page's file messages; one [`Error`].
+//! alone); [`file_frame`], the chat page's file messages; [`auth`], who
+//! may connect where (tokens, or the host program's own decision); one
+//! [`Error`].
 //!
 //! Inside, in the order a connection meets them: `server` (listener, each
 //! connection's HTTP life, the upgrade, thread accounting, shutdown),
@@ -39,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod assets;
+pub mod auth;
 mod bridge;
 mod config;
 mod connection;
@@ -57,6 +60,7 @@ mod metrics;
 mod outbox;
 mod presence;
 mod random;
+mod rate;
 mod server;
 mod session;
 mod wire;
@@ -65,7 +69,7 @@ pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_CLOSE_TIMEOUT, DEFAULT_EVENT_QUEUE, DEFAULT_HEAD_TIMEOUT,
     DEFAULT_HISTORY, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_LISTEN_BACKLOG,
     DEFAULT_MAX_BUFFERED_BYTES_FALLBACK, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MESSAGE_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
     DEFAULT_READ_BUFFER_BYTES, DEFAULT_SEND_QUEUE, DEFAULT_SEND_QUEUE_BYTES,
     DEFAULT_THREAD_STACK_BYTES, DEFAULT_WRITE_TIMEOUT, default_max_buffered_bytes,
 };

@@ -70,6 +70,23 @@ impl<const N: usize> Labelled<N> {
     }
 }
 
+/// A count and a byte sum, on a cache line of their own: the hub, the
+/// lanes and the readers bump different pairs without contending for one
+/// line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Pair {
+    count: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Pair {
+    fn add(&self, count: usize, bytes: usize) {
+        self.count.fetch_add(count as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// Who sent the Close that ended a connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Side {
@@ -81,14 +98,19 @@ pub(crate) enum Side {
 
 /// The server's counters, shared by every thread (`Arc<Metrics>`).
 pub(crate) struct Metrics {
-    messages_received: AtomicU64,
-    bytes_received: AtomicU64,
-    messages_delivered: AtomicU64,
-    bytes_delivered: AtomicU64,
+    /// Counted by the hub, once per burst.
+    received: Pair,
+    /// Counted by the echo sessions' readers.
+    echo_received: Pair,
+    /// Counted by each lane, once per burst.
+    delivered: Pair,
+    /// Counted by the echo sessions' readers.
+    echo_delivered: Pair,
     deliveries_refused: AtomicU64,
     evicted_queue_full: AtomicU64,
     upgrades: AtomicU64,
     ping_timeouts: AtomicU64,
+    rate_limited: AtomicU64,
     http_refused: Labelled<13>,
     handshakes_refused: Labelled<13>,
     closed_by_peer: Labelled<12>,
@@ -98,14 +120,15 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            messages_received: AtomicU64::new(0),
-            bytes_received: AtomicU64::new(0),
-            messages_delivered: AtomicU64::new(0),
-            bytes_delivered: AtomicU64::new(0),
+            received: Pair::default(),
+            echo_received: Pair::default(),
+            delivered: Pair::default(),
+            echo_delivered: Pair::default(),
             deliveries_refused: AtomicU64::new(0),
             evicted_queue_full: AtomicU64::new(0),
             upgrades: AtomicU64::new(0),
             ping_timeouts: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             http_refused: Labelled::new(STATUSES),
             handshakes_refused: Labelled::new(STATUSES),
             closed_by_peer: Labelled::new(CODES),
@@ -115,21 +138,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// One message of `bytes` read from a client.
-    pub(crate) fn received(&self, bytes: usize) {
-        self.messages_received.fetch_add(1, Ordering::Relaxed);
-        self.bytes_received
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+    /// `messages` chat messages of `bytes` payload bytes that clients sent
+    /// (one call per hub burst).
+    pub(crate) fn received(&self, messages: usize, bytes: usize) {
+        if messages > 0 {
+            self.received.add(messages, bytes);
+        }
     }
 
     /// `messages` frames of `bytes` in all handed to clients' outboxes
     /// (one call per burst and lane).
     pub(crate) fn delivered(&self, messages: usize, bytes: usize) {
         if messages > 0 {
-            self.messages_delivered
-                .fetch_add(messages as u64, Ordering::Relaxed);
-            self.bytes_delivered
-                .fetch_add(bytes as u64, Ordering::Relaxed);
+            self.delivered.add(messages, bytes);
+        }
+    }
+
+    /// One message echoed on `/echo`: `payload` bytes read, `frame` bytes
+    /// written back.
+    pub(crate) fn echoed(&self, payload: usize, frame: Option<usize>) {
+        self.echo_received.add(1, payload);
+        if let Some(frame) = frame {
+            self.echo_delivered.add(1, frame);
         }
     }
 
@@ -169,6 +199,11 @@ impl Metrics {
     /// A client closed for not answering pings.
     pub(crate) fn ping_timeout(&self) {
         self.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client closed for sending faster than its rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -227,6 +262,7 @@ impl Metrics {
     /// threads, file descriptors and RSS.
     pub(crate) fn render(&self, snap: &Snapshot) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |a: &AtomicU64, b: &AtomicU64| load(a) + load(b);
         let mut out = String::with_capacity(8192);
         family(
             &mut out,
@@ -281,28 +317,28 @@ impl Metrics {
             "wshub_messages_received_total",
             "counter",
             "Text and binary messages read from clients (/ws and /echo).",
-            load(&self.messages_received),
+            sum(&self.received.count, &self.echo_received.count),
         );
         single(
             &mut out,
             "wshub_received_bytes_total",
             "counter",
             "Payload bytes of the messages read from clients.",
-            load(&self.bytes_received),
+            sum(&self.received.bytes, &self.echo_received.bytes),
         );
         single(
             &mut out,
             "wshub_messages_delivered_total",
             "counter",
             "Messages handed to clients' send queues (one per receiver).",
-            load(&self.messages_delivered),
+            sum(&self.delivered.count, &self.echo_delivered.count),
         );
         single(
             &mut out,
             "wshub_delivered_bytes_total",
             "counter",
             "Frame bytes of the messages handed to clients' send queues.",
-            load(&self.bytes_delivered),
+            sum(&self.delivered.bytes, &self.echo_delivered.bytes),
         );
         single(
             &mut out,
@@ -324,6 +360,13 @@ impl Metrics {
             "counter",
             "Clients closed because they answered no ping within the pong timeout.",
             load(&self.ping_timeouts),
+        );
+        single(
+            &mut out,
+            "wshub_rate_limited_total",
+            "counter",
+            "Clients closed with 1008 for sending faster than --max-messages-per-second.",
+            load(&self.rate_limited),
         );
         labelled(
             &mut out,

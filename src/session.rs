@@ -109,7 +109,13 @@ pub(crate) struct Timing {
     pub pong_timeout: Duration,
     /// How long a started message may take to complete.
     pub message_timeout: Duration,
+    /// When the client's access ends (its token's `exp`): the writer
+    /// closes with 1008 "token expired" then.
+    pub expires: Option<Instant>,
 }
+
+/// The reason of the Close sent when a client's token expires.
+pub(crate) const TOKEN_EXPIRED: &str = "token expired";
 
 /// Starts threads for [`start`]: the server's are counted against its
 /// thread budget, the dialling side's are joined by its `Connection`.
@@ -121,14 +127,23 @@ pub(crate) trait Spawn {
 /// What a session's reader does with what it reads, and what happens when
 /// each thread ends.
 pub(crate) struct Handlers<M, E, W> {
-    /// Gets every text and binary message; `false` means its destination
-    /// is gone, which closes with 1001.
+    /// Gets every text and binary message; an `Err` ends the session
+    /// (see [`Stop`]).
     pub on_message: M,
     /// Runs on the reader's thread after the read loop, with how it ended.
     pub on_end: E,
     /// Runs on the writer's thread when it is done, with the failure that
     /// ended it, if any (a place for guards that must live as long).
     pub on_writer_end: W,
+}
+
+/// Why `on_message` wants no more messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stop {
+    /// Their destination is gone (the hub stopped): close with 1001.
+    Gone,
+    /// The client broke a rule: close with this code and reason.
+    Close(CloseCode, &'static str),
 }
 
 /// What a session runs on.
@@ -158,7 +173,7 @@ pub(crate) fn start<M, E, W>(
     handlers: Handlers<M, E, W>,
 ) -> io::Result<()>
 where
-    M: FnMut(Message) -> bool + Send + 'static,
+    M: FnMut(Message) -> Result<(), Stop> + Send + 'static,
     E: FnOnce(Ending) + Send + 'static,
     W: FnOnce(Option<String>) + Send + 'static,
 {
@@ -269,8 +284,8 @@ impl Write for ReadSide<'_> {
 }
 
 /// The reader loop. Blocks until the connection ends; `on_message` gets
-/// every text and binary message and returns `false` when it can take no
-/// more (its destination is gone), which closes with 1001. The answer to
+/// every text and binary message and returns a [`Stop`] when it takes no
+/// more. The answer to
 /// the peer's Close goes into the connection's own `outbox`, behind what
 /// is already queued (an echo of the peer's last message, say).
 fn read_loop(
@@ -279,7 +294,7 @@ fn read_loop(
     outbox: &Outbox,
     timing: Timing,
     memory: Option<Arc<Memory>>,
-    mut on_message: impl FnMut(Message) -> bool,
+    mut on_message: impl FnMut(Message) -> Result<(), Stop>,
 ) -> Ending {
     let wire = io.wire;
     loop {
@@ -287,14 +302,20 @@ fn read_loop(
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                 // Data that arrives after our Close is still delivered: the
                 // peer may send until its own Close (RFC 6455 1.4).
-                if !on_message(message) {
-                    return close_with(
-                        wire,
-                        outbox,
-                        CloseCode::Away,
-                        "server shutting down",
-                        timing,
-                    );
+                match on_message(message) {
+                    Ok(()) => {}
+                    Err(Stop::Gone) => {
+                        return close_with(
+                            wire,
+                            outbox,
+                            CloseCode::Away,
+                            "server shutting down",
+                            timing,
+                        );
+                    }
+                    Err(Stop::Close(code, reason)) => {
+                        return close_with(wire, outbox, code, reason, timing);
+                    }
                 }
             }
             Ok(Message::Close(frame)) => {
@@ -453,9 +474,20 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
                 break None;
             }
         }
-        let item = match wait.next(next_ping) {
+        // The writer's timer serves both the pings and the token's end.
+        let wake = match (next_ping, timing.expires) {
+            (Some(ping), Some(end)) => Some(ping.min(end)),
+            (ping, end) => ping.or(end),
+        };
+        let item = match wait.next(wake) {
             Ok(Out::Wake) => continue,
             Ok(item) => item,
+            Err(RecvTimeoutError::Timeout)
+                if timing.expires.is_some_and(|end| Instant::now() >= end) =>
+            {
+                close_and_wait(close_frame(CloseCode::Policy, TOKEN_EXPIRED), &mut wait);
+                break Some(TOKEN_EXPIRED.to_string());
+            }
             Err(RecvTimeoutError::Timeout) => {
                 next_ping = after(timing.ping_interval);
                 if let Err(e) = wire.send([&ping]) {

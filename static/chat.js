@@ -28,6 +28,17 @@
     return ROOM_RE.test(room) ? room : "";
   }
 
+  // An access token from the URL's fragment (#token=…, never sent to the
+  // server with the page request), for servers with --auth-secret-file.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+  function fragment() {
+    const f = new URLSearchParams();
+    if (room) f.set("room", room);
+    if (token) f.set("token", token);
+    const s = f.toString();
+    return s ? "#" + s : location.pathname + location.search;
+  }
+
   let room = roomFromUrl();
   roomInput.value = room;
   nameInput.value = localStorage.getItem("wshub.name") || "guest-" + Math.floor(Math.random() * 9000 + 1000);
@@ -138,6 +149,7 @@
   function url() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const q = new URLSearchParams({ history: "all", presence: "1", name: nameInput.value || "guest" });
+    if (token) q.set("token", token);
     return scheme + location.host + "/ws" + (room ? "/" + room : "") + "?" + q.toString();
   }
 
@@ -181,8 +193,10 @@
     setState("connecting…", "connecting");
     replaying = true;
     replayed = 0;
+    let opened = false;
     socket.onopen = () => {
       if (ws !== socket) return;
+      opened = true;
       retry = 0;
       setState("connected to " + (room ? "room " + room : "the lobby"), "open");
     };
@@ -198,11 +212,33 @@
       if (ws !== socket) return;
       present = [];
       showPresence();
-      const delay = Math.min(15000, 1000 * Math.pow(2, retry++)) + Math.floor(Math.random() * 300);
-      const why = ev.code === 1000 || ev.code === 1005 ? "" : " (" + ev.code + (ev.reason ? " " + ev.reason : "") + ")";
-      setState("disconnected" + why + " — retrying in " + Math.round(delay / 1000) + " s", "closed");
-      retryTimer = setTimeout(connect, delay);
+      if (!opened) {
+        // A browser does not show why an upgrade failed: ask the same URL
+        // without the upgrade, which answers 401 or 403 when access is why.
+        const probe = url().replace(/^ws/, "http");
+        fetch(probe, { cache: "no-store" }).then((r) => {
+          if (ws !== socket) return;
+          if (r.status === 401 || r.status === 403) {
+            return r.text().then((why) => {
+              const what = r.status === 401
+                ? "Not authorised: this server needs an access token — open the page as /#token=<your token>"
+                : "Not authorised for " + (room ? "room " + room : "the lobby");
+              setState(what + " (" + why.trim() + ")", "closed denied");
+            });
+          }
+          retryLater(ev);
+        }).catch(() => retryLater(ev));
+        return;
+      }
+      retryLater(ev);
     };
+  }
+
+  function retryLater(ev) {
+    const delay = Math.min(15000, 1000 * Math.pow(2, retry++)) + Math.floor(Math.random() * 300);
+    const why = ev.code === 1000 || ev.code === 1005 ? "" : " (" + ev.code + (ev.reason ? " " + ev.reason : "") + ")";
+    setState("disconnected" + why + " — retrying in " + Math.round(delay / 1000) + " s", "closed");
+    retryTimer = setTimeout(connect, delay);
   }
 
   function onText(text) {
@@ -284,7 +320,7 @@
     if (next === room && ws && ws.readyState <= WebSocket.OPEN) return;
     room = next;
     roomInput.value = room;
-    history.replaceState(null, "", room ? "#room=" + room : location.pathname);
+    history.replaceState(null, "", fragment());
     if (ws) {
       const old = ws;
       ws = null;

@@ -338,3 +338,44 @@ fn binary_messages_are_summarised_on_stderr() {
     other.send(Message::text("after")).unwrap();
     assert_eq!(c.next_out(), "after", "only text reaches stdout");
 }
+
+#[test]
+fn wshub_token_mints_what_the_server_accepts_and_client_token_sends_it() {
+    let dir = temp_dir("token");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "--secret-file", secret.to_str().unwrap()])
+        .args(["--sub", "alice", "--rooms", "ops,team-*", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    // The trailing newline is not part of the secret, on either side.
+    let server = start(Config {
+        auth_secret: Some(wshub::auth::Secret::new("0123456789abcdef0123456789abcdef")),
+        ..config()
+    });
+    let events = server.events();
+    let addr = server.local_addr();
+    let mut alice = client(&[&format!("ws://{addr}/ws/team-x"), "--token", &token]);
+    let mut bob = client(&[&format!("ws://{addr}/ws/team-x"), "--token", &token]);
+    joined(&events, 2);
+    alice.say("signed in");
+    assert_eq!(bob.next_out(), "signed in");
+    // Without the token, and for a room it does not grant: one clear line.
+    let mut stranger = client(&[&format!("ws://{addr}/ws/team-x")]);
+    stranger.err_line("401 Unauthorized");
+    assert_eq!(stranger.exit_code(), 1);
+    let mut elsewhere = client(&[&format!("ws://{addr}/ws/finance"), "--token", &token]);
+    elsewhere.err_line("403 Forbidden");
+    assert_eq!(elsewhere.exit_code(), 1);
+    alice.end_stdin();
+    bob.end_stdin();
+    let _ = std::fs::remove_dir_all(dir);
+}

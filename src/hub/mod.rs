@@ -450,7 +450,12 @@ impl Hub {
             self.lanes
                 .dispatch(room_lanes, Delivery::new(room.clone(), frames));
         }
+        let (mut received, mut received_bytes) = (0, 0);
         for p in burst.drain(..) {
+            if p.from.is_some() {
+                received += 1;
+                received_bytes += p.message.len();
+            }
             self.histories.record(&p.room, &p.frame, &p.message);
             if let Some(n) = self.relayed.get_mut(&p.room) {
                 *n += 1;
@@ -474,6 +479,7 @@ impl Hub {
                 (None, None) => {}
             }
         }
+        self.lanes.metrics().received(received, received_bytes);
         self.enforce_budget();
     }
 

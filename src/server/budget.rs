@@ -7,6 +7,7 @@
 //! May touch: `Shared`'s counters and its `live` registry; nothing else.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -46,23 +47,34 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes a WebSocket slot, or `None` at `max_clients`; `echo` for a
-    /// connection to `/echo` (counted apart for `/metrics`).
-    pub(super) fn admit(self: &Arc<Self>, echo: bool) -> Option<Admission> {
-        let before = self.clients.fetch_add(1, Ordering::AcqRel);
-        // The writer needs one more thread; keep room for a few HTTP requests.
-        let threads_full = self.lock().threads + 8 > self.thread_budget;
-        if threads_full || self.config.max_clients.is_some_and(|max| before >= max) {
-            self.clients.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    /// Takes a WebSocket slot for a client at `ip`, or says which limit
+    /// is reached; `echo` for a connection to `/echo` (counted apart for
+    /// `/metrics`).
+    pub(super) fn admit(self: &Arc<Self>, echo: bool, ip: IpAddr) -> Result<Admission, Full> {
+        if let Some(max) = self.config.max_connections_per_ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let held = per_ip.entry(ip).or_insert(0);
+            if *held >= max {
+                return Err(Full::PerIp(max));
+            }
+            *held += 1;
         }
+        let admission = Admission {
+            shared: self.clone(),
+            echo,
+            ip,
+        };
+        let before = self.clients.fetch_add(1, Ordering::AcqRel);
         if echo {
             self.echo_clients.fetch_add(1, Ordering::AcqRel);
         }
-        Some(Admission {
-            shared: self.clone(),
-            echo,
-        })
+        // The writer needs one more thread; keep room for a few HTTP requests.
+        let threads_full = self.lock().threads + 8 > self.thread_budget;
+        if threads_full || self.config.max_clients.is_some_and(|max| before >= max) {
+            // Dropping the admission gives everything back.
+            return Err(Full::Clients(self.config.max_clients));
+        }
+        Ok(admission)
     }
 }
 
@@ -81,10 +93,28 @@ impl Drop for ThreadGuard {
 pub(super) struct Admission {
     shared: Arc<Shared>,
     echo: bool,
+    ip: IpAddr,
+}
+
+/// Which limit an upgrade ran into.
+pub(super) enum Full {
+    /// `max_clients` (or the thread budget, with `None` or below it).
+    Clients(Option<usize>),
+    /// `max_connections_per_ip`.
+    PerIp(usize),
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        if self.shared.config.max_connections_per_ip.is_some() {
+            let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(held) = per_ip.get_mut(&self.ip) {
+                *held -= 1;
+                if *held == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
         if self.echo {
             self.shared.echo_clients.fetch_sub(1, Ordering::AcqRel);
         }

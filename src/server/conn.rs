@@ -16,6 +16,7 @@ use tungstenite::http::{Method, Request, StatusCode};
 use super::budget::Registered;
 use super::shared::Shared;
 use crate::Config;
+use crate::auth::{Access, Grant};
 use crate::handshake;
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::Query;
@@ -145,6 +146,48 @@ impl Conn {
         self.wire.shutdown(Shutdown::Write);
     }
 
+    /// The access decision for `request` asking for `room` (see `auth`),
+    /// as a grant or the refusal to send.
+    pub(super) fn authorize(
+        &self,
+        request: &Request<()>,
+        room: Option<&str>,
+    ) -> Result<Grant, Rejection> {
+        match self.shared.gate.check(request, self.peer, room) {
+            Access::Allow(grant) => Ok(grant),
+            Access::Refuse { status, reason } => {
+                let status = StatusCode::from_u16(status)
+                    .ok()
+                    .filter(|s| s.is_client_error() || s.is_server_error())
+                    .unwrap_or(StatusCode::FORBIDDEN);
+                let rejection = Rejection::new(status, reason);
+                Err(if status == StatusCode::UNAUTHORIZED {
+                    rejection.with_header("WWW-Authenticate", "Bearer")
+                } else {
+                    rejection
+                })
+            }
+            // A decision added later: refuse rather than guess.
+            #[allow(unreachable_patterns)]
+            _ => Err(Rejection::new(StatusCode::FORBIDDEN, "not allowed")),
+        }
+    }
+
+    /// With `protect_admin`: whether `/rooms` or `/metrics` may be
+    /// answered (refused and closed otherwise).
+    fn admin_allowed(&self, request: &Request<()>, room: Option<&str>, head_only: bool) -> bool {
+        if !self.config().protect_admin {
+            return true;
+        }
+        match self.authorize(request, room) {
+            Ok(_) => true,
+            Err(rejection) => {
+                self.refuse(&rejection, head_only);
+                false
+            }
+        }
+    }
+
     /// `GET /rooms` and `/rooms/{room}`, answered by the hub, under the
     /// page's origin policy; returns whether the connection stays open.
     fn serve_rooms(&self, request: &Request<()>, room: Option<String>, head_only: bool) -> bool {
@@ -152,6 +195,9 @@ impl Conn {
             handshake::check_origin(request, &self.shared.policy.allowed_origins)
         {
             self.refuse(&rejection, head_only);
+            return false;
+        }
+        if !self.admin_allowed(request, room.as_deref(), head_only) {
             return false;
         }
         let answer = match room {
@@ -230,6 +276,9 @@ impl Conn {
     /// `GET /metrics`, in the Prometheus text format; returns whether the
     /// connection stays open.
     fn serve_metrics(&self, request: &Request<()>, head_only: bool) -> bool {
+        if !self.admin_allowed(request, None, head_only) {
+            return false;
+        }
         let body = self.shared.render_metrics();
         let keep = http::keep_alive(request);
         let headers = [

@@ -96,6 +96,7 @@ impl Server {
         };
         let memory = Memory::new(config.max_buffered_bytes);
         let metrics = Arc::new(Metrics::default());
+        let gate = crate::auth::Gate::new(&config)?;
         info!(
             "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
             config.max_buffered_bytes >> 20
@@ -121,6 +122,8 @@ impl Server {
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),
             metrics: metrics.clone(),
+            gate,
+            per_ip: Mutex::new(std::collections::HashMap::new()),
             live: Mutex::new(Live::default()),
             changed: Condvar::new(),
         });

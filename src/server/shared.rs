@@ -7,7 +7,7 @@
 //! May touch: its own fields, the hub's inbox (sending only).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::Config;
 use crate::assets::Assets;
+use crate::auth::Gate;
 use crate::handshake::Policy;
 use crate::hub::{self, HubMsg};
 use crate::memory::Memory;
@@ -52,6 +53,10 @@ pub(super) struct Shared {
     pub(super) echo_clients: AtomicUsize,
     /// The counters behind `/metrics`.
     pub(super) metrics: Arc<Metrics>,
+    /// Who may upgrade, and to which room.
+    pub(super) gate: Gate,
+    /// WebSocket connections per IP address, with `max_connections_per_ip`.
+    pub(super) per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(super) live: Mutex<Live>,
     pub(super) changed: Condvar,
 }

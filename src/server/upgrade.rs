@@ -13,14 +13,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info};
 use tungstenite::http::{Request, StatusCode};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketContext};
 
-use super::budget::{Admission, Registered};
+use super::budget::{Admission, Full, Registered};
 use super::conn::Conn;
 use crate::handshake;
 use crate::http::Rejection;
@@ -30,7 +30,8 @@ use crate::member::{Join, Member};
 use crate::metrics::{Metrics, Side};
 use crate::outbox::{self, Outbox};
 use crate::presence;
-use crate::session::{self, Ending, Handlers, Parts, Timing, close_frame};
+use crate::rate::{Bucket, RATE_LIMIT};
+use crate::session::{self, Ending, Handlers, Parts, Stop, Timing, close_frame};
 use crate::wire::Frame;
 
 impl Conn {
@@ -51,6 +52,12 @@ impl Conn {
         rest: Vec<u8>,
         registered: Registered,
     ) {
+        // Access first: a page that cannot open its socket asks the same
+        // URL without the upgrade to learn why (401 or 403, not 400).
+        let grant = match self.authorize(&request, room.as_deref()) {
+            Ok(grant) => grant,
+            Err(rejection) => return self.refuse_upgrade(&rejection),
+        };
         let response = match handshake::accept(&request, &self.shared.policy) {
             Ok(response) => response,
             Err(rejection) => return self.refuse_upgrade(&rejection),
@@ -70,14 +77,20 @@ impl Conn {
                     .with_header("Retry-After", "5");
             return self.refuse_upgrade(&rejection);
         }
-        let Some(admission) = self.shared.admit(room.is_none()) else {
-            let limit = self.config().max_clients.unwrap_or_default();
-            let rejection = Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("at the limit of {limit} clients"),
-            )
-            .with_header("Retry-After", "5");
-            return self.refuse_upgrade(&rejection);
+        let admission = match self.shared.admit(room.is_none(), self.peer.ip()) {
+            Ok(admission) => admission,
+            Err(full) => {
+                let why = match full {
+                    Full::Clients(Some(limit)) => format!("at the limit of {limit} clients"),
+                    Full::Clients(None) => "at the limit of the threads it can start".to_string(),
+                    Full::PerIp(limit) => {
+                        format!("at the limit of {limit} connections from this address")
+                    }
+                };
+                let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, why)
+                    .with_header("Retry-After", "5");
+                return self.refuse_upgrade(&rejection);
+            }
         };
         // A chat client's outbox is bounded and written to directly when
         // it keeps up; an echo client's carries only its Close.
@@ -133,7 +146,13 @@ impl Conn {
             Role::Server,
             Some(self.shared.ws_config),
         ));
-        self.start_session(room, ctx, mailbox, (registered, admission));
+        let expires = grant.expires.map(|end| {
+            let left = end
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Instant::now() + left
+        });
+        self.start_session(room, ctx, mailbox, expires, (registered, admission));
     }
 
     /// Starts the reader (which feeds the hub, or echoes) and the writer.
@@ -142,6 +161,7 @@ impl Conn {
         room: Option<Arc<str>>,
         ctx: Box<WebSocketContext>,
         mailbox: (Outbox, outbox::Mailbox),
+        expires: Option<Instant>,
         keep: (Registered, Admission),
     ) {
         let (id, peer) = (self.id, self.peer);
@@ -158,6 +178,7 @@ impl Conn {
             close_timeout: self.config().close_timeout,
             pong_timeout: self.config().pong_timeout,
             message_timeout: self.config().message_timeout,
+            expires,
         };
         let hub = self.shared.hub.clone();
         let on_end = {
@@ -178,11 +199,22 @@ impl Conn {
         };
         let memory = self.shared.memory.clone();
         let metrics = self.shared.metrics.clone();
-        let on_message: Box<dyn FnMut(Message) -> bool + Send> = match room {
+        // With a rate limit, each client's reader keeps its own bucket.
+        let mut bucket = Bucket::of(self.config());
+        let mut within_rate = move || {
+            let over = bucket.as_mut().is_some_and(|b| !b.take());
+            if over {
+                metrics.rate_limited();
+                return Err(Stop::Close(CloseCode::Policy, RATE_LIMIT));
+            }
+            Ok(())
+        };
+        let metrics = self.shared.metrics.clone();
+        let on_message: Box<dyn FnMut(Message) -> Result<(), Stop> + Send> = match room {
             Some(_) => Box::new(move |message: Message| {
-                metrics.received(message.len());
+                within_rate()?;
                 let Some(frame) = Frame::data(Role::Server, &message) else {
-                    return true;
+                    return Ok(());
                 };
                 // Counted until the last queue has written it.
                 let frame = frame.charged(&memory);
@@ -192,7 +224,7 @@ impl Conn {
                     frame,
                     message,
                 };
-                hub.send(broadcast).is_ok()
+                hub.send(broadcast).map_err(|_| Stop::Gone)
             }),
             // The echo goes out from the reader's thread, as in gorilla's
             // echo example: one thread hop less per round trip, and echoes
@@ -202,14 +234,13 @@ impl Conn {
             None => {
                 let wire = self.wire.clone();
                 Box::new(move |message: Message| {
-                    metrics.received(message.len());
-                    Frame::data(Role::Server, &message).is_none_or(|frame| {
-                        let sent = wire.send([&frame]).is_ok();
-                        if sent {
-                            metrics.delivered(1, frame.len());
-                        }
-                        sent
-                    })
+                    within_rate()?;
+                    let Some(frame) = Frame::data(Role::Server, &message) else {
+                        return Ok(());
+                    };
+                    let sent = wire.send([&frame]).is_ok();
+                    metrics.echoed(message.len(), sent.then(|| frame.len()));
+                    if sent { Ok(()) } else { Err(Stop::Gone) }
                 })
             }
         };

@@ -48,10 +48,14 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
         Some(path) => Some(read_file(path)?),
         None => None,
     };
+    let mut headers = args.headers.clone();
+    if let Some(token) = &args.token {
+        headers.push(("Authorization".into(), format!("Bearer {token}")));
+    }
     let options = ConnectOptions {
         origin: args.origin.clone(),
         subprotocols: args.subprotocols.clone(),
-        headers: args.headers.clone(),
+        headers,
         max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
         ..ConnectOptions::default()
     };

@@ -43,6 +43,26 @@ pub enum Command {
     Client(ClientArgs),
     /// Load generator: measure this or any other WebSocket server.
     Bench(crate::bench::BenchArgs),
+    /// Print an access token for `serve --auth-secret-file` (HS256 JWT).
+    Token(TokenArgs),
+}
+
+/// Flags of `wshub token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The secret `serve --auth-secret-file` reads.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: PathBuf,
+    /// Who the token is for (the `sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// Rooms it grants, comma-separated names or patterns (`team-*`; the
+    /// lobby is `''` or `*`). Without it: every room.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Option<Vec<String>>,
+    /// How long it is valid (its `exp`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: HumanDuration,
 }
 
 /// Shown after `wshub serve --help`.
@@ -54,12 +74,13 @@ Examples:
 Several instances behind one address, sharing rooms through Redis:
   wshub serve --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
   wshub serve --addr 127.0.0.1:8082 --redis redis://127.0.0.1:6379
-  and an nginx upstream of the two in front (deploy/nginx.conf):
-    upstream wshub { server 127.0.0.1:8081; server 127.0.0.1:8082; least_conn; }
-    location / { proxy_pass http://wshub; proxy_http_version 1.1;
-                 proxy_set_header Upgrade $http_upgrade;
-                 proxy_set_header Connection upgrade; proxy_set_header Host $host;
-                 proxy_read_timeout 120s; }";
+  and nginx in front of the two, with TLS: deploy/nginx.conf.
+
+Only holders of a token may join, each where the token allows:
+  head -c 32 /dev/urandom > secret && chmod 600 secret
+  wshub serve --auth-secret-file secret
+  wshub token --secret-file secret --sub alice --rooms 'ops,team-*' --ttl 1h
+  then open http://localhost:8080/#room=ops&token=<the token>";
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -67,7 +88,45 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Client(args) => client::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Token(args) => token(&args),
     }
+}
+
+/// `wshub token`: prints the token on stdout.
+fn token(args: &TokenArgs) -> ExitCode {
+    let secret = match read_secret(&args.secret_file) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("wshub token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wshub::auth::mint_token(&secret, &args.sub, args.rooms.as_deref(), args.ttl.into()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wshub token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A secret file's bytes, less one trailing newline (`openssl rand -hex
+/// 32 > secret` writes one); empty is an error.
+pub fn read_secret(path: &std::path::Path) -> Result<wshub::auth::Secret, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!("{}: the secret is empty", path.display()));
+    }
+    Ok(wshub::auth::Secret::new(bytes))
 }
 
 /// Flags of `wshub client`.
@@ -105,6 +164,10 @@ pub struct ClientArgs {
     /// Largest message accepted from the server.
     #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
     pub max_message_bytes: ByteSize,
+    /// Send this access token (Authorization: Bearer), for a server with
+    /// --auth-secret-file.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Log level for the client's own diagnostics.
     #[arg(long, default_value = "warn")]
     pub log_level: log::LevelFilter,
@@ -204,6 +267,24 @@ pub struct ServeArgs {
     /// Several instances behind one address (an nginx upstream) then act as one hub.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Require an HS256 token (JWT) signed with this file's secret for
+    /// every upgrade: ?token=, Authorization: Bearer, or a bearer.<token>
+    /// subprotocol. Tokens come from `wshub token`.
+    #[arg(long, value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// Also require a token for /rooms and /metrics (otherwise left to the proxy).
+    #[arg(long)]
+    pub protect_admin: bool,
+    /// Messages a client may send per second; faster closes it with 1008.
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_second: Option<u32>,
+    /// Messages a client may send at once above that rate [default: the
+    /// rate, at least 10].
+    #[arg(long, value_name = "N", requires = "max_messages_per_second")]
+    pub message_burst: Option<u32>,
+    /// WebSocket connections one IP address may hold; more get 503.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -247,6 +328,13 @@ impl ServeArgs {
             history_bytes: bytes(self.history_bytes),
             history_age: self.history_age.into(),
             redis: self.redis.clone(),
+            // Read from --auth-secret-file by `serve`, which can report a failure.
+            auth_secret: None,
+            authorizer: None,
+            protect_admin: self.protect_admin,
+            max_messages_per_second: self.max_messages_per_second,
+            message_burst: self.message_burst,
+            max_connections_per_ip: self.max_connections_per_ip,
         }
     }
 }

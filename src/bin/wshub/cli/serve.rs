@@ -23,7 +23,17 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::start(args.config()) {
+    let mut config = args.config();
+    if let Some(path) = &args.auth_secret_file {
+        match super::read_secret(path) {
+            Ok(secret) => config.auth_secret = Some(secret),
+            Err(e) => {
+                error!("cannot start: --auth-secret-file {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
