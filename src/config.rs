@@ -13,6 +13,13 @@ use std::time::Duration;
 
 use crate::auth::{Authorizer, Secret};
 
+/// Messages shorter than this are sent uncompressed, with compression on:
+/// deflate gains little on them and costs a compression each.
+pub const DEFAULT_COMPRESSION_MIN_BYTES: usize = 256;
+
+/// The deflate level (1: fastest, gorilla's default too).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
+
 /// Smallest burst of the per-client rate limit when
 /// [`Config::message_burst`] is not given.
 pub const DEFAULT_MESSAGE_BURST: u32 = 10;
@@ -208,6 +215,22 @@ pub struct Config {
     /// WebSocket connections one IP address may hold; beyond, upgrades get
     /// 503. Default `None`: no limit.
     pub max_connections_per_ip: Option<usize>,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it
+    /// (every browser does). The server answers `server_no_context_takeover`,
+    /// so a broadcast is compressed once for all its compressing receivers.
+    /// Default `false`, as in gorilla and uWebSockets.
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed. Default
+    /// [`DEFAULT_COMPRESSION_MIN_BYTES`].
+    pub compression_min_bytes: usize,
+    /// The deflate level, 0 (none) to 9 (smallest). Default
+    /// [`DEFAULT_COMPRESSION_LEVEL`].
+    pub compression_level: u32,
+    /// Let clients keep their compression context between messages
+    /// (better ratios for them, at the cost of a 32 KiB inflate window the
+    /// server keeps for each such connection, idle or not). Default
+    /// `false`: the server asks for `client_no_context_takeover`.
+    pub compression_client_takeover: bool,
 }
 
 impl Default for Config {
@@ -248,6 +271,10 @@ impl Default for Config {
             max_messages_per_second: None,
             message_burst: None,
             max_connections_per_ip: None,
+            compression: false,
+            compression_min_bytes: DEFAULT_COMPRESSION_MIN_BYTES,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            compression_client_takeover: false,
         }
     }
 }
@@ -276,6 +303,9 @@ impl Config {
         }
         if self.max_messages_per_second == Some(0) || self.message_burst == Some(0) {
             return bad("the rate limit and its burst must be positive");
+        }
+        if self.compression_level > 9 {
+            return bad("the compression level is 0 to 9");
         }
         if self.max_connections_per_ip == Some(0) {
             return bad("the per-IP connection limit must be positive");

@@ -16,9 +16,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use crate::deflate::{self, Inflater};
 use crate::dial::{ConnectOptions, Dialed, dial};
 use crate::outbox::{self, Bound, Outbox};
 use crate::session::{self, Ending, Handlers, Parts, Spawn, Timing, close_frame};
@@ -79,6 +80,7 @@ impl Connection {
             stream,
             rest,
             subprotocol,
+            deflate,
         } = dialed;
         stream.set_read_timeout(Some(options.pong_timeout))?;
         let wire = Arc::new(Wire::new(stream, Role::Client, options.write_timeout)?);
@@ -87,11 +89,25 @@ impl Connection {
             .write_buffer_size(0)
             .max_message_size(Some(options.max_message_bytes))
             .max_frame_size(Some(options.max_message_bytes));
-        let ctx = Box::new(WebSocketContext::from_partially_read(
-            rest,
-            Role::Client,
-            Some(ws_config),
-        ));
+        // With deflate, what came after the head goes through the inflater.
+        let (ctx, inflater) = match deflate {
+            Some(agreement) => {
+                wire.set_deflate(agreement);
+                let mut inflater =
+                    Inflater::new(Role::Client, options.max_message_bytes, agreement);
+                inflater.preload(&rest);
+                let ctx = WebSocketContext::new(Role::Client, Some(ws_config));
+                (Box::new(ctx), Some(Box::new(inflater)))
+            }
+            None => (
+                Box::new(WebSocketContext::from_partially_read(
+                    rest,
+                    Role::Client,
+                    Some(ws_config),
+                )),
+                None,
+            ),
+        };
         let timing = Timing {
             ping_interval: options.ping_interval,
             close_timeout: options.close_timeout,
@@ -112,6 +128,7 @@ impl Connection {
         let end_inbox: Sender<Message> = inbox_tx.clone();
         let threads = Threads::default();
         let parts = Parts {
+            inflater,
             wire: wire.clone(),
             ctx,
             mailbox,
@@ -162,9 +179,36 @@ impl Connection {
         })
     }
 
+    /// The frame for `message`: deflated when the server agreed to it and
+    /// the message is long enough for that to pay.
+    fn encode(&self, message: &Message) -> Option<Frame> {
+        let plain = || Frame::data(Role::Client, message);
+        let Some(agreement) = self.wire.deflate() else {
+            return plain();
+        };
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Data(Data::Text), t.as_bytes()),
+            Message::Binary(b) => (OpCode::Data(Data::Binary), &b[..]),
+            _ => return None,
+        };
+        if payload.len() < crate::DEFAULT_COMPRESSION_MIN_BYTES
+            || !agreement.may_compress(payload.len())
+        {
+            return plain();
+        }
+        match deflate::compress(payload, crate::DEFAULT_COMPRESSION_LEVEL) {
+            Some(compressed) => Some(Frame::encode_compressed(
+                Role::Client,
+                opcode,
+                compressed.into(),
+            )),
+            None => plain(),
+        }
+    }
+
     /// Queues a text or binary message; blocks while the send queue is full.
     pub fn send(&self, message: Message) -> Result<()> {
-        let frame = Frame::data(Role::Client, &message).ok_or(Error::NotData)?;
+        let frame = self.encode(&message).ok_or(Error::NotData)?;
         if self.closing.load(Ordering::Acquire) || self.wire.close_sent() {
             return Err(Error::Closed);
         }

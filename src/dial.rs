@@ -16,6 +16,7 @@ use tungstenite::handshake::client::{generate_key, generate_request};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::http::{Request, StatusCode, Uri};
 
+use crate::deflate::{self, Agreement};
 use crate::error::is_timeout;
 use crate::http::has_token;
 use crate::{Error, Result};
@@ -46,6 +47,11 @@ pub struct ConnectOptions {
     pub max_message_bytes: usize,
     /// Messages `send` may queue before it blocks. Default 256.
     pub send_queue: usize,
+    /// Offer permessage-deflate; when the server agrees, messages from
+    /// [`DEFAULT_COMPRESSION_MIN_BYTES`](crate::DEFAULT_COMPRESSION_MIN_BYTES)
+    /// up go compressed and compressed ones from the server are inflated.
+    /// Default `false`.
+    pub compression: bool,
 }
 
 impl Default for ConnectOptions {
@@ -61,6 +67,7 @@ impl Default for ConnectOptions {
             close_timeout: crate::DEFAULT_CLOSE_TIMEOUT,
             max_message_bytes: crate::DEFAULT_MAX_MESSAGE_BYTES,
             send_queue: crate::DEFAULT_SEND_QUEUE,
+            compression: false,
         }
     }
 }
@@ -76,6 +83,15 @@ pub struct Dialed {
     pub rest: Vec<u8>,
     /// The subprotocol the server chose, if any (always one that was offered).
     pub subprotocol: Option<String>,
+    /// With [`ConnectOptions::compression`]: what the server agreed to.
+    pub(crate) deflate: Option<Agreement>,
+}
+
+impl Dialed {
+    /// Whether the server agreed to permessage-deflate.
+    pub fn compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
 }
 
 /// Dials `url` (`ws://host[:port][/path][?query]`) and completes the
@@ -133,6 +149,9 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
     for (name, value) in &options.headers {
         request = request.header(name, value);
     }
+    if options.compression {
+        request = request.header("Sec-WebSocket-Extensions", deflate::offer());
+    }
     let request = request
         .body(())
         .map_err(|e| Error::Url(format!("bad request header: {e}")))?;
@@ -164,10 +183,17 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
             "server chose subprotocol {p:?}, which was not offered"
         )));
     }
+    let deflate = deflate::accept(&headers).map_err(Error::Handshake)?;
+    if deflate.is_some() && !options.compression {
+        return Err(Error::Handshake(
+            "server answered with an extension that was not offered".into(),
+        ));
+    }
     Ok(Dialed {
         stream,
         rest,
         subprotocol,
+        deflate,
     })
 }
 

@@ -121,8 +121,13 @@ impl Lanes {
     }
 
     /// The counters the lanes (and the hub) bump.
-    pub(crate) fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What every lane delivers under.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// How many lanes there are.

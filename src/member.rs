@@ -43,4 +43,7 @@ pub(crate) struct Limits {
     /// For the eviction log line: the outboxes' bound.
     pub messages: usize,
     pub bytes: usize,
+    /// With compression on: the deflate level, and the size below which
+    /// messages go uncompressed.
+    pub deflate: Option<(u32, usize)>,
 }

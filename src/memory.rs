@@ -144,6 +144,15 @@ pub(crate) enum Refusal {
     },
     /// A message was started and not finished within the message timeout (1008).
     MessageTimeout,
+    /// A compressed message inflates past the message limit (1009).
+    TooBig,
+    /// A compressed message does not inflate: 1007 for text, 1002 otherwise.
+    Corrupt {
+        /// Whether the message was text.
+        text: bool,
+    },
+    /// A frame that permessage-deflate forbids (1002).
+    Protocol(&'static str),
 }
 
 impl std::fmt::Display for Refusal {
@@ -153,6 +162,9 @@ impl std::fmt::Display for Refusal {
                 write!(f, "server memory budget exhausted ({held} bytes held)")
             }
             Refusal::MessageTimeout => write!(f, "message not completed in time"),
+            Refusal::TooBig => write!(f, "inflated message too big"),
+            Refusal::Corrupt { .. } => write!(f, "invalid compressed data"),
+            Refusal::Protocol(why) => write!(f, "{why}"),
         }
     }
 }

@@ -111,6 +111,13 @@ pub(crate) struct Metrics {
     upgrades: AtomicU64,
     ping_timeouts: AtomicU64,
     rate_limited: AtomicU64,
+    deflate_negotiated: AtomicU64,
+    /// Messages deflated (once per broadcast), and their bytes before/after.
+    deflated_out: Pair,
+    deflated_out_before: AtomicU64,
+    /// Messages inflated, their bytes as received and inflated.
+    inflated_in: Pair,
+    inflated_in_after: AtomicU64,
     http_refused: Labelled<13>,
     handshakes_refused: Labelled<13>,
     closed_by_peer: Labelled<12>,
@@ -129,6 +136,11 @@ impl Default for Metrics {
             upgrades: AtomicU64::new(0),
             ping_timeouts: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            deflate_negotiated: AtomicU64::new(0),
+            deflated_out: Pair::default(),
+            deflated_out_before: AtomicU64::new(0),
+            inflated_in: Pair::default(),
+            inflated_in_after: AtomicU64::new(0),
             http_refused: Labelled::new(STATUSES),
             handshakes_refused: Labelled::new(STATUSES),
             closed_by_peer: Labelled::new(CODES),
@@ -199,6 +211,25 @@ impl Metrics {
     /// A client closed for not answering pings.
     pub(crate) fn ping_timeout(&self) {
         self.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection agreed to permessage-deflate.
+    pub(crate) fn deflate_negotiated(&self) {
+        self.deflate_negotiated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message deflated for sending: `before` payload bytes became `after`.
+    pub(crate) fn deflated_out(&self, before: usize, after: usize) {
+        self.deflated_out.add(1, after);
+        self.deflated_out_before
+            .fetch_add(before as u64, Ordering::Relaxed);
+    }
+
+    /// A compressed message received: `compressed` bytes inflated to `inflated`.
+    pub(crate) fn inflated_in(&self, compressed: usize, inflated: usize) {
+        self.inflated_in.add(1, compressed);
+        self.inflated_in_after
+            .fetch_add(inflated as u64, Ordering::Relaxed);
     }
 
     /// A client closed for sending faster than its rate limit.
@@ -368,6 +399,47 @@ impl Metrics {
             "Clients closed with 1008 for sending faster than --max-messages-per-second.",
             load(&self.rate_limited),
         );
+        single(
+            &mut out,
+            "wshub_deflate_negotiated_total",
+            "counter",
+            "Connections that agreed to permessage-deflate.",
+            load(&self.deflate_negotiated),
+        );
+        family(
+            &mut out,
+            "wshub_deflate_messages_total",
+            "counter",
+            "Messages deflated for sending (once per broadcast) and compressed messages received.",
+        );
+        let _ = writeln!(
+            out,
+            "wshub_deflate_messages_total{{direction=\"out\"}} {}",
+            load(&self.deflated_out.count)
+        );
+        let _ = writeln!(
+            out,
+            "wshub_deflate_messages_total{{direction=\"in\"}} {}",
+            load(&self.inflated_in.count)
+        );
+        family(
+            &mut out,
+            "wshub_deflate_bytes_total",
+            "counter",
+            "Payload bytes of compressed messages, before (uncompressed) and after (compressed) deflate, by direction.",
+        );
+        for (direction, uncompressed, compressed) in [
+            ("out", &self.deflated_out_before, &self.deflated_out.bytes),
+            ("in", &self.inflated_in_after, &self.inflated_in.bytes),
+        ] {
+            for (stage, n) in [("uncompressed", uncompressed), ("compressed", compressed)] {
+                let _ = writeln!(
+                    out,
+                    "wshub_deflate_bytes_total{{direction=\"{direction}\",stage=\"{stage}\"}} {}",
+                    load(n)
+                );
+            }
+        }
         labelled(
             &mut out,
             "wshub_http_refused_total",

@@ -54,6 +54,7 @@ use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, WebSocketContext};
 
+use crate::deflate::Inflater;
 use crate::error::is_timeout;
 use crate::memory::{Memory, Refusal, Tracker};
 use crate::outbox::{Mailbox, Out, Outbox};
@@ -157,6 +158,9 @@ pub(crate) struct Parts {
     pub mailbox: (Outbox, Mailbox),
     /// The budget incoming messages count against (none: count nothing).
     pub memory: Option<Arc<Memory>>,
+    /// With permessage-deflate agreed: the layer that inflates the peer's
+    /// compressed messages below the context.
+    pub inflater: Option<Box<Inflater>>,
 }
 
 /// Starts a session's writer, then its reader, each on a thread of its
@@ -187,6 +191,7 @@ where
         mut ctx,
         mailbox: (outbox, mailbox),
         memory,
+        inflater,
     } = parts;
     let writer_wire = wire.clone();
     let writer = spawner.spawn(
@@ -208,6 +213,8 @@ where
                 tracker: Tracker::new(memory.clone(), timing.message_timeout),
                 pong_timeout: timing.pong_timeout,
                 timeout: timing.pong_timeout,
+                inflater,
+                raw: Vec::new(),
             };
             let ending = read_loop(&mut io, &mut ctx, &reader_outbox, timing, memory, |m| {
                 on_message(m)
@@ -232,10 +239,57 @@ struct ReadSide<'a> {
     pong_timeout: Duration,
     /// The socket's read timeout now.
     timeout: Duration,
+    /// With permessage-deflate: the peer's bytes go through it, and the
+    /// context (and the tracker) see the plain frames it makes.
+    inflater: Option<Box<Inflater>>,
+    /// Where the peer's raw bytes land before the inflater takes them.
+    raw: Vec<u8>,
 }
 
 impl Read for ReadSide<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inflater.is_none() {
+            let n = self.read_socket(buf)?;
+            self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
+            return Ok(n);
+        }
+        loop {
+            let Some(inflater) = self.inflater.as_mut() else {
+                return Ok(0);
+            };
+            let n = inflater.read_out(buf);
+            if n > 0 {
+                self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
+                return Ok(n);
+            }
+            if inflater.has_work() {
+                inflater.work()?;
+                continue;
+            }
+            let mut raw = std::mem::take(&mut self.raw);
+            raw.resize(buf.len().max(4096), 0);
+            let got = self.read_socket(&mut raw);
+            let result = match got {
+                Ok(0) => Ok(Some(0)),
+                Ok(got) => self
+                    .inflater
+                    .as_mut()
+                    .map_or(Ok(()), |i| i.feed(&raw[..got]))
+                    .map(|()| None),
+                Err(e) => Err(e),
+            };
+            self.raw = raw;
+            if let Some(n) = result? {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+impl ReadSide<'_> {
+    /// One read from the socket, under the pong timeout and the unfinished
+    /// message's deadline.
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // An unfinished message must be complete by its deadline: the
             // socket's timeout comes down towards it, by halves (a system
@@ -260,10 +314,7 @@ impl Read for ReadSide<'_> {
                 self.timeout = wanted;
             }
             match self.wire.stream().read(buf) {
-                Ok(n) => {
-                    self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
-                    return Ok(n);
-                }
+                Ok(n) => return Ok(n),
                 // The shortened timeout ran out: the deadline decides.
                 Err(e) if is_timeout(&e) && self.timeout < self.pong_timeout => {}
                 Err(e) => return Err(e),
@@ -344,6 +395,13 @@ fn read_loop(
                             memory.count_refused();
                         }
                         (CloseCode::Again, refusal.to_string())
+                    }
+                    Some(refusal @ Refusal::TooBig) => (CloseCode::Size, refusal.to_string()),
+                    Some(refusal @ Refusal::Corrupt { text: true }) => {
+                        (CloseCode::Invalid, refusal.to_string())
+                    }
+                    Some(refusal @ (Refusal::Corrupt { .. } | Refusal::Protocol(_))) => {
+                        (CloseCode::Protocol, refusal.to_string())
                     }
                     _ => (CloseCode::Policy, "message timeout".to_string()),
                 };

@@ -21,8 +21,9 @@
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tungstenite::Bytes;
@@ -30,8 +31,10 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame as TFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role};
 
+use crate::deflate::{self, Agreement};
 use crate::error::is_timeout;
 use crate::memory::{Charge, Memory};
+use crate::metrics::Metrics;
 
 /// Frames written per system call at most (two slices each, under IOV_MAX).
 pub(crate) const MAX_BATCH: usize = 64;
@@ -46,6 +49,25 @@ pub(crate) struct Frame {
     /// Counts the frame against the server's memory budget while any
     /// queue holds it (see `memory`); shared by every clone.
     charge: Option<Arc<Charge>>,
+    /// With compression on: the same message deflated, made once by the
+    /// first writer to a compressing receiver and shared by every clone.
+    deflated: Option<Arc<Deflated>>,
+}
+
+/// A message's deflated frame, made at most once.
+pub(crate) struct Deflated {
+    frame: OnceLock<Option<Frame>>,
+    level: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Deflated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflated")
+            .field("frame", &self.frame)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Frame {
@@ -69,6 +91,7 @@ impl Frame {
                 close,
                 body: Bytes::from(out),
                 charge: None,
+                deflated: None,
             };
         }
         let mut head = [0u8; 14];
@@ -83,6 +106,7 @@ impl Frame {
             close,
             body: frame.into_payload(),
             charge: None,
+            deflated: None,
         }
     }
 
@@ -95,7 +119,60 @@ impl Frame {
             close: false,
             body: bytes,
             charge: None,
+            deflated: None,
         }
+    }
+
+    /// A server data frame whose deflated form is made when a compressing
+    /// receiver first needs it, at `level`.
+    pub(crate) fn make_deflatable(&mut self, level: u32, metrics: &Arc<Metrics>) {
+        if self.head_len > 0 && !self.close && self.head[1] & 0x80 == 0 {
+            self.deflated = Some(Arc::new(Deflated {
+                frame: OnceLock::new(),
+                level,
+                metrics: metrics.clone(),
+            }));
+        }
+    }
+
+    /// The frame to write to a receiver that agreed to `agreement`: the
+    /// deflated form when there is one and it may be used, else this.
+    pub(crate) fn for_receiver(&self, agreement: Option<Agreement>) -> &Frame {
+        let (Some(agreement), Some(deflated)) = (agreement, &self.deflated) else {
+            return self;
+        };
+        if !agreement.may_compress(self.body.len()) {
+            return self;
+        }
+        let made = deflated.frame.get_or_init(|| {
+            let compressed = deflate::compress(&self.body, deflated.level)?;
+            deflated
+                .metrics
+                .deflated_out(self.body.len(), compressed.len());
+            let opcode = OpCode::from(self.head[0] & 0x0f);
+            Some(Frame::encode_compressed(
+                Role::Server,
+                opcode,
+                Bytes::from(compressed),
+            ))
+        });
+        made.as_ref().unwrap_or(self)
+    }
+
+    /// A frame with RSV1 set, for a message deflated by the sender
+    /// (masked for a client, as `encode` does).
+    pub(crate) fn encode_compressed(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
+        let mut frame = Frame::encode(role, opcode, payload);
+        // The first byte is FIN, RSV1-3 and the opcode, in both forms.
+        match role {
+            Role::Server => frame.head[0] |= 0x40,
+            Role::Client => {
+                let mut bytes = frame.body.to_vec();
+                bytes[0] |= 0x40;
+                frame.body = Bytes::from(bytes);
+            }
+        }
+        frame
     }
 
     /// The same frame, not counted against the memory budget (for copies
@@ -195,6 +272,9 @@ pub(crate) struct Wire {
     /// Mirrors "close sent or broken" so the reader can check it without
     /// waiting for a writer that holds the lock.
     done: AtomicBool,
+    /// With permessage-deflate agreed: the window (bits) our deflated
+    /// frames may use; 0 without it.
+    deflate: AtomicU8,
 }
 
 #[derive(Debug, Default)]
@@ -213,7 +293,26 @@ impl Wire {
             write_timeout,
             state: Mutex::new(WriteState::default()),
             done: AtomicBool::new(false),
+            deflate: AtomicU8::new(0),
         })
+    }
+
+    /// From now on, frames that have a deflated form go out deflated
+    /// (set once, after the handshake agreed to permessage-deflate).
+    pub(crate) fn set_deflate(&self, agreement: Agreement) {
+        self.deflate
+            .store(agreement.send_window_bits, Ordering::Release);
+    }
+
+    /// What the peer agreed to, for choosing frames.
+    pub(crate) fn deflate(&self) -> Option<Agreement> {
+        match self.deflate.load(Ordering::Acquire) {
+            0 => None,
+            bits => Some(Agreement {
+                send_window_bits: bits,
+                peer_takes_over: false,
+            }),
+        }
     }
 
     pub(crate) fn stream(&self) -> &TcpStream {
@@ -237,11 +336,12 @@ impl Wire {
     /// Writes data or ping frames, all in as few system calls as possible.
     /// Returns `Ok(false)` if they were dropped because a Close went first.
     pub(crate) fn send<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> io::Result<bool> {
+        let agreement = self.deflate();
         self.locked_write(false, || {
             let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
             let mut n = 0;
             for frame in frames {
-                for s in frame.slices() {
+                for s in frame.for_receiver(agreement).slices() {
                     if !s.is_empty() {
                         slices[n] = s;
                         n += 1;
@@ -296,13 +396,14 @@ impl Wire {
         if state.close_sent || state.broken {
             return Direct::Done;
         }
+        let agreement = self.deflate();
         let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
         let mut n = 0;
         for frame in frames {
             if n + 2 > slices.len() {
                 return Direct::NotNow;
             }
-            for s in frame.slices() {
+            for s in frame.for_receiver(agreement).slices() {
                 if !s.is_empty() {
                     slices[n] = s;
                     n += 1;

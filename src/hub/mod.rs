@@ -432,6 +432,13 @@ impl Hub {
         if burst.is_empty() {
             return;
         }
+        // With compression on, each message may be deflated once, by the
+        // first lane or writer that has a compressing receiver for it.
+        if let Some((level, min)) = self.lanes.limits().deflate {
+            for p in burst.iter_mut().filter(|p| p.message.len() >= min) {
+                p.frame.make_deflatable(level, self.lanes.metrics());
+            }
+        }
         let mut rooms: Vec<Arc<str>> = Vec::new();
         for p in burst.iter() {
             if !rooms.contains(&p.room) {

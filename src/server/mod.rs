@@ -89,6 +89,9 @@ impl Server {
             echo_sender: config.echo_sender,
             messages: config.send_queue,
             bytes: config.send_queue_bytes,
+            deflate: config
+                .compression
+                .then_some((config.compression_level, config.compression_min_bytes)),
         };
         let bound = Bound {
             messages: config.send_queue,

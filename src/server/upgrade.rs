@@ -16,12 +16,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info};
-use tungstenite::http::{Request, StatusCode};
+use tungstenite::http::{HeaderValue, Request, StatusCode, header};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketContext};
 
 use super::budget::{Admission, Full, Registered};
 use super::conn::Conn;
+use crate::deflate::{self, Inflater};
 use crate::handshake;
 use crate::http::Rejection;
 use crate::hub::HubMsg;
@@ -58,10 +59,26 @@ impl Conn {
             Ok(grant) => grant,
             Err(rejection) => return self.refuse_upgrade(&rejection),
         };
-        let response = match handshake::accept(&request, &self.shared.policy) {
+        let mut response = match handshake::accept(&request, &self.shared.policy) {
             Ok(response) => response,
             Err(rejection) => return self.refuse_upgrade(&rejection),
         };
+        // permessage-deflate, when on and offered in a form we can honour;
+        // otherwise the connection simply goes on uncompressed.
+        let deflate = self
+            .config()
+            .compression
+            .then(|| {
+                deflate::negotiate(request.headers(), self.config().compression_client_takeover)
+            })
+            .flatten()
+            .and_then(|(agreement, answer)| {
+                let value = HeaderValue::from_str(&answer).ok()?;
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+                Some(agreement)
+            });
         let join = match &room {
             Some(_) => match join_of(&request, self.id) {
                 Ok(join) => join,
@@ -118,6 +135,11 @@ impl Conn {
             return;
         }
         drop(response);
+        // Before anything queued goes out: frames are chosen as written.
+        if let Some(agreement) = deflate {
+            self.wire.set_deflate(agreement);
+            self.shared.metrics.deflate_negotiated();
+        }
         mailbox.0.open();
         self.shared.metrics.upgraded();
         // `stopping` is set before the hub is told to shut down, so a
@@ -141,25 +163,45 @@ impl Conn {
         }
         // Boxed: moved into the reader's thread, it would otherwise be
         // copied through the thread start-up's frames.
-        let ctx = Box::new(WebSocketContext::from_partially_read(
-            rest,
-            Role::Server,
-            Some(self.shared.ws_config),
-        ));
+        // With deflate, what came after the head goes through the inflater.
+        let (ctx, inflater) = match deflate {
+            Some(agreement) => {
+                let mut inflater =
+                    Inflater::new(Role::Server, self.config().max_message_bytes, agreement)
+                        .counted(self.shared.metrics.clone());
+                inflater.preload(&rest);
+                let ctx = WebSocketContext::new(Role::Server, Some(self.shared.ws_config));
+                (Box::new(ctx), Some(Box::new(inflater)))
+            }
+            None => {
+                let ctx = WebSocketContext::from_partially_read(
+                    rest,
+                    Role::Server,
+                    Some(self.shared.ws_config),
+                );
+                (Box::new(ctx), None)
+            }
+        };
         let expires = grant.expires.map(|end| {
             let left = end
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
             Instant::now() + left
         });
-        self.start_session(room, ctx, mailbox, expires, (registered, admission));
+        self.start_session(
+            room,
+            (ctx, inflater),
+            mailbox,
+            expires,
+            (registered, admission),
+        );
     }
 
     /// Starts the reader (which feeds the hub, or echoes) and the writer.
     fn start_session(
         self,
         room: Option<Arc<str>>,
-        ctx: Box<WebSocketContext>,
+        (ctx, inflater): (Box<WebSocketContext>, Option<Box<Inflater>>),
         mailbox: (Outbox, outbox::Mailbox),
         expires: Option<Instant>,
         keep: (Registered, Admission),
@@ -233,11 +275,22 @@ impl Conn {
             // it. (After our Close the echo is dropped.)
             None => {
                 let wire = self.wire.clone();
+                let deflate = (self.wire.deflate().is_some()).then(|| {
+                    (
+                        self.config().compression_level,
+                        self.config().compression_min_bytes,
+                    )
+                });
                 Box::new(move |message: Message| {
                     within_rate()?;
-                    let Some(frame) = Frame::data(Role::Server, &message) else {
+                    let Some(mut frame) = Frame::data(Role::Server, &message) else {
                         return Ok(());
                     };
+                    if let Some((level, min)) = deflate
+                        && message.len() >= min
+                    {
+                        frame.make_deflatable(level, &metrics);
+                    }
                     let sent = wire.send([&frame]).is_ok();
                     metrics.echoed(message.len(), sent.then(|| frame.len()));
                     if sent { Ok(()) } else { Err(Stop::Gone) }
@@ -255,6 +308,7 @@ impl Conn {
             ctx,
             mailbox,
             memory: Some(self.shared.memory.clone()),
+            inflater,
         };
         let started = session::start(&self.shared, &name, parts, timing, handlers);
         if let Err(e) = started {

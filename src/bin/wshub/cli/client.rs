@@ -56,6 +56,7 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
         origin: args.origin.clone(),
         subprotocols: args.subprotocols.clone(),
         headers,
+        compression: args.compression,
         max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
         ..ConnectOptions::default()
     };

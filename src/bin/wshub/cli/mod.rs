@@ -164,6 +164,9 @@ pub struct ClientArgs {
     /// Largest message accepted from the server.
     #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
     pub max_message_bytes: ByteSize,
+    /// Offer permessage-deflate (messages go compressed when the server agrees).
+    #[arg(long)]
+    pub compression: bool,
     /// Send this access token (Authorization: Bearer), for a server with
     /// --auth-secret-file.
     #[arg(long, value_name = "TOKEN")]
@@ -285,6 +288,21 @@ pub struct ServeArgs {
     /// WebSocket connections one IP address may hold; more get 503.
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+    /// Accept permessage-deflate from clients that offer it (browsers do);
+    /// each broadcast is compressed once for all compressing receivers.
+    #[arg(long)]
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    #[arg(long, default_value_t = DEFAULT_COMPRESSION_MIN_BYTES)]
+    pub compression_min_bytes: usize,
+    /// Deflate level, 0-9.
+    #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL,
+          value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compression_level: u32,
+    /// Let clients keep their compression context between messages
+    /// (better ratios; costs a 32 KiB window per such connection).
+    #[arg(long)]
+    pub compression_client_takeover: bool,
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -335,6 +353,10 @@ impl ServeArgs {
             max_messages_per_second: self.max_messages_per_second,
             message_burst: self.message_burst,
             max_connections_per_ip: self.max_connections_per_ip,
+            compression: self.compression,
+            compression_min_bytes: self.compression_min_bytes,
+            compression_level: self.compression_level,
+            compression_client_takeover: self.compression_client_takeover,
         }
     }
 }
