@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make autobahn: the Autobahn|Testsuite fuzzingclient against wshub's /echo
 # (and, with AUTOBAHN_PATH=/ws, the chat path with --echo-sender), all
-# cases. Prints one summary line; fails on any FAILED case or close
-# behaviour, or when fewer cases ran than were selected. The HTML report
-# stays in target/autobahn/report/.
+# cases. With AUTOBAHN_COMPRESSION=1 the server runs with --compression and
+# no 12.x/13.x case may be UNIMPLEMENTED. Prints one summary line; fails on
+# any FAILED case or close behaviour, or when fewer cases ran than were
+# selected. The HTML report stays in target/autobahn/report/ (report-deflate/
+# with compression).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/autobahn-setup.sh
@@ -21,6 +23,13 @@ export LD_LIBRARY_PATH="$ENV/root/usr/lib/x86_64-linux-gnu:$ENV/root/lib/x86_64-
 PORT=$(free_port)
 EXTRA=()
 [ "$PATH_UNDER_TEST" = "/echo" ] || EXTRA=(--echo-sender)
+COMPRESSION="${AUTOBAHN_COMPRESSION:-}"
+REPORT="$OUT/report"
+if [ -n "$COMPRESSION" ]; then
+  # Every message compressible, so that the compressor is exercised too.
+  EXTRA+=(--compression --compression-min-bytes 0)
+  REPORT="$OUT/report-deflate"
+fi
 : > "$OUT/server.log"
 SERVER_PID=
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
@@ -28,10 +37,10 @@ start_server ./target/release/wshub "$PORT" "$OUT/server.log" --max-message-byte
   --send-queue-bytes 256MiB --log-level warn "${EXTRA[@]}" ||
   { echo "autobahn: wshub did not start; see $OUT/server.log" >&2; exit 1; }
 
-rm -rf "$OUT/report"
+rm -rf "$REPORT"
 cat > "$OUT/fuzzingclient.json" <<JSON
 {
-  "outdir": "$OUT/report",
+  "outdir": "$REPORT",
   "servers": [{"agent": "wshub", "url": "ws://127.0.0.1:$PORT$PATH_UNDER_TEST"}],
   "cases": ["$CASES"],
   "exclude-cases": [],
@@ -45,9 +54,9 @@ wait $SERVER_PID || { echo "autobahn: wshub exited with an error; see $OUT/serve
 trap - EXIT
 
 # wstest exits 0 even when it cannot connect: count the results.
-python3 - "$OUT/report/index.json" "$CASES" <<'PY'
+python3 - "$REPORT/index.json" "$CASES" "$COMPRESSION" <<'PY'
 import json, sys
-path, selected = sys.argv[1], sys.argv[2]
+path, selected, compression = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     results = json.load(open(path))["wshub"]
 except (OSError, KeyError, ValueError) as e:
@@ -64,7 +73,11 @@ line = " ".join(f"{k}={counts.get(k, 0)}" for k in order)
 extra = sorted(set(counts) - set(order))
 if extra:
     line += " " + " ".join(f"{k}={counts[k]}" for k in extra)
-print(f"autobahn: {line} cases={len(results)}")
+mode = " (with --compression)" if compression else ""
+print(f"autobahn{mode}: {line} cases={len(results)}")
+unimplemented = [c for c, r in results.items() if r["behavior"] == "UNIMPLEMENTED"]
+if compression and unimplemented:
+    sys.exit("autobahn: unimplemented with --compression: " + ", ".join(sorted(unimplemented)[:20]))
 expected = 517 if selected == "*" else None
 if failed:
     sys.exit("autobahn: failed: " + ", ".join(failed))
@@ -73,4 +86,4 @@ if expected and len(results) < expected:
 if extra:
     sys.exit("autobahn: unexpected results " + ", ".join(extra))
 PY
-echo "autobahn: report in target/autobahn/report/index.html"
+echo "autobahn: report in ${REPORT#"$PWD/"}/index.html"
