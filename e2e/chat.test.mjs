@@ -323,3 +323,34 @@ test("with --auth-secret-file the page joins with #token= and says why without o
     await stopServer(secured);
   }
 });
+
+test("Chromium negotiates permessage-deflate with --compression and the chat works", async () => {
+  const { child: deflating, port: dport } = await startServer("127.0.0.1:0", ["--compression"]);
+  try {
+    const pages = [];
+    for (const name of ["fay", "gus"]) {
+      const context = await browser.newContext();
+      await context.addInitScript((n) => localStorage.setItem("wshub.name", n), name);
+      const page = await context.newPage();
+      await page.goto(`http://127.0.0.1:${dport}/#room=zip`);
+      await connected(page);
+      pages.push(page);
+    }
+    const [fay, gus] = pages;
+    // Long enough to be compressed both ways (--compression-min-bytes 256).
+    const long = "a long message that compresses well, ".repeat(12);
+    await say(fay, long);
+    await waitForText(gus, "theirs", long);
+    await say(gus, "short reply");
+    await waitForText(fay, "theirs", "short reply");
+    const metrics = await (await fetch(`http://127.0.0.1:${dport}/metrics`)).text();
+    const value = (name) => Number((metrics.match(new RegExp("^" + name.replace(/[{}]/g, "\\$&") + " (\\d+)", "m")) || [])[1]);
+    assert.equal(value("wshub_deflate_negotiated_total"), 2, metrics);
+    // The browser compressed what it sent; the server deflated the long message once for gus.
+    assert.ok(value('wshub_deflate_messages_total{direction="in"}') >= 2, metrics);
+    assert.equal(value('wshub_deflate_messages_total{direction="out"}'), 1, metrics);
+    for (const p of pages) await p.context().close();
+  } finally {
+    await stopServer(deflating);
+  }
+});

@@ -379,3 +379,29 @@ fn wshub_token_mints_what_the_server_accepts_and_client_token_sends_it() {
     bob.end_stdin();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn client_compression_negotiates_and_chats() {
+    let server = start(Config {
+        compression: true,
+        ..config()
+    });
+    let events = server.events();
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws/z");
+    let mut alice = client(&[&url, "--compression"]);
+    let mut bob = client(&[&url]);
+    joined(&events, 2);
+    let long = "compressible words, ".repeat(40);
+    alice.say(&long);
+    assert_eq!(bob.next_out(), long);
+    bob.say(&long);
+    assert_eq!(alice.next_out(), long);
+    let m = scrape(addr);
+    assert_eq!(m.get("wshub_deflate_negotiated_total"), 1.0);
+    // Alice's message came compressed; Bob's went to her compressed.
+    assert_eq!(m.get("wshub_deflate_messages_total{direction=in}"), 1.0);
+    assert_eq!(m.get("wshub_deflate_messages_total{direction=out}"), 1.0);
+    alice.end_stdin();
+    bob.end_stdin();
+}
