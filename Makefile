@@ -24,9 +24,14 @@ e2e:
 	cd e2e && npm ci --no-audit --no-fund --loglevel=error
 	cd e2e && npm test
 
-## Autobahn|Testsuite fuzzingclient against /echo, all cases (sets the suite up under target/ first)
+## Autobahn|Testsuite fuzzingclient against /echo, all cases, without and then with
+## --compression (sets the suite up under target/ first; see docs/conformance.md)
 autobahn:
-	bash scripts/autobahn.sh
+	bash scripts/autobahn-setup.sh
+	$(CARGO) build --release --quiet
+	bash scripts/autobahn.sh & plain=$$!; \
+	  AUTOBAHN_COMPRESSION=1 bash scripts/autobahn.sh; deflate=$$?; \
+	  wait $$plain && exit $$deflate
 
 ## Every benchmark scenario, 3 runs each (minutes; not part of test): BENCHMARKS.md's figures and docs/*.png
 bench:

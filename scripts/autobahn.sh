@@ -25,20 +25,24 @@ EXTRA=()
 [ "$PATH_UNDER_TEST" = "/echo" ] || EXTRA=(--echo-sender)
 COMPRESSION="${AUTOBAHN_COMPRESSION:-}"
 REPORT="$OUT/report"
+RUN="$OUT/plain"
 if [ -n "$COMPRESSION" ]; then
   # Every message compressible, so that the compressor is exercised too.
   EXTRA+=(--compression --compression-min-bytes 0)
   REPORT="$OUT/report-deflate"
+  RUN="$OUT/deflate"
 fi
-: > "$OUT/server.log"
+# Each mode its own files: `make autobahn` runs both at once.
+mkdir -p "$RUN"
+: > "$RUN/server.log"
 SERVER_PID=
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
-start_server ./target/release/wshub "$PORT" "$OUT/server.log" --max-message-bytes 64MiB \
+start_server ./target/release/wshub "$PORT" "$RUN/server.log" --max-message-bytes 64MiB \
   --send-queue-bytes 256MiB --log-level warn "${EXTRA[@]}" ||
-  { echo "autobahn: wshub did not start; see $OUT/server.log" >&2; exit 1; }
+  { echo "autobahn: wshub did not start; see $RUN/server.log" >&2; exit 1; }
 
 rm -rf "$REPORT"
-cat > "$OUT/fuzzingclient.json" <<JSON
+cat > "$RUN/fuzzingclient.json" <<JSON
 {
   "outdir": "$REPORT",
   "servers": [{"agent": "wshub", "url": "ws://127.0.0.1:$PORT$PATH_UNDER_TEST"}],
@@ -47,10 +51,10 @@ cat > "$OUT/fuzzingclient.json" <<JSON
   "exclude-agent-cases": {}
 }
 JSON
-(cd "$OUT" && "$ENV/venv/bin/wstest" -m fuzzingclient -s "$OUT/fuzzingclient.json" > "$OUT/wstest.log" 2>&1) || true
+(cd "$RUN" && "$ENV/venv/bin/wstest" -m fuzzingclient -s "$RUN/fuzzingclient.json" > "$RUN/wstest.log" 2>&1) || true
 
 kill -TERM $SERVER_PID
-wait $SERVER_PID || { echo "autobahn: wshub exited with an error; see $OUT/server.log" >&2; exit 1; }
+wait $SERVER_PID || { echo "autobahn: wshub exited with an error; see $RUN/server.log" >&2; exit 1; }
 trap - EXIT
 
 # wstest exits 0 even when it cannot connect: count the results.
@@ -60,7 +64,7 @@ path, selected, compression = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     results = json.load(open(path))["wshub"]
 except (OSError, KeyError, ValueError) as e:
-    sys.exit(f"autobahn: no results ({e}); see target/autobahn/wstest.log")
+    sys.exit(f"autobahn: no results ({e}); see the wstest.log beside the report")
 counts = {}
 failed = []
 for case, r in sorted(results.items()):

@@ -154,10 +154,19 @@ fn the_server_answers_no_context_takeover_and_declines_what_it_cannot_honour() {
     let answer = extension_of(&head).expect("an answer");
     assert!(answer.contains("server_max_window_bits=10"), "{answer}");
     // Nothing acceptable: no extension, the connection goes on plain.
-    let (head, mut plain) = raw_offering(addr, "/ws/n", "permessage-deflate; server_max_window_bits=99");
+    let (head, mut plain) = raw_offering(
+        addr,
+        "/ws/n",
+        "permessage-deflate; server_max_window_bits=99",
+    );
     assert_eq!(extension_of(&head), None, "{head}");
     plain
-        .send(client_frame(OpCode::Data(Data::Text), false, true, b"plain".to_vec()))
+        .send(client_frame(
+            OpCode::Data(Data::Text),
+            false,
+            true,
+            b"plain".to_vec(),
+        ))
         .unwrap();
     // Without --compression nothing is negotiated.
     let off = start(config());
@@ -217,13 +226,28 @@ fn a_fragmented_compressed_message_from_a_raw_client_is_inflated() {
     let deflated = deflate(text.as_bytes());
     let (a, b) = deflated.split_at(deflated.len() / 3);
     sender
-        .send(client_frame(OpCode::Data(Data::Text), true, false, a.to_vec()))
+        .send(client_frame(
+            OpCode::Data(Data::Text),
+            true,
+            false,
+            a.to_vec(),
+        ))
         .unwrap();
     sender
-        .send(client_frame(OpCode::Control(Control::Ping), false, true, b"mid".to_vec()))
+        .send(client_frame(
+            OpCode::Control(Control::Ping),
+            false,
+            true,
+            b"mid".to_vec(),
+        ))
         .unwrap();
     sender
-        .send(client_frame(OpCode::Data(Data::Continue), false, true, b.to_vec()))
+        .send(client_frame(
+            OpCode::Data(Data::Continue),
+            false,
+            true,
+            b.to_vec(),
+        ))
         .unwrap();
     assert_eq!(next(&mut plain), Message::text(text.as_str()));
 }
@@ -241,7 +265,9 @@ fn a_broadcast_to_100_compressing_receivers_is_deflated_once() {
         .collect();
     joined(&events, 100);
     let text = chat_json(7);
-    server.broadcast("big", Message::text(text.as_str())).unwrap();
+    server
+        .broadcast("big", Message::text(text.as_str()))
+        .unwrap();
     let mut first: Option<Vec<u8>> = None;
     for r in &mut receivers {
         let frame = next_data(r);
@@ -264,8 +290,13 @@ fn corrupt_data_closes_with_1007_for_text_and_1002_for_binary() {
     let addr = server.local_addr();
     for (opcode, code) in [(Data::Text, 1007), (Data::Binary, 1002)] {
         let (_, mut s) = raw_offering(addr, "/echo", "permessage-deflate");
-        s.send(client_frame(OpCode::Data(opcode), true, true, vec![0xff; 32]))
-            .unwrap();
+        s.send(client_frame(
+            OpCode::Data(opcode),
+            true,
+            true,
+            vec![0xff; 32],
+        ))
+        .unwrap();
         assert_eq!(close_of(&mut s), code, "{opcode:?}");
     }
 }
@@ -275,18 +306,38 @@ fn rsv1_on_a_control_frame_a_continuation_or_without_the_extension_is_1002() {
     let server = start(compressing());
     let addr = server.local_addr();
     let (_, mut s) = raw_offering(addr, "/echo", "permessage-deflate");
-    s.send(client_frame(OpCode::Control(Control::Ping), true, true, vec![]))
-        .unwrap();
+    s.send(client_frame(
+        OpCode::Control(Control::Ping),
+        true,
+        true,
+        vec![],
+    ))
+    .unwrap();
     assert_eq!(close_of(&mut s), 1002);
     let (_, mut s) = raw_offering(addr, "/echo", "permessage-deflate");
-    s.send(client_frame(OpCode::Data(Data::Text), false, false, b"a".to_vec()))
-        .unwrap();
-    s.send(client_frame(OpCode::Data(Data::Continue), true, true, deflate(b"b")))
-        .unwrap();
+    s.send(client_frame(
+        OpCode::Data(Data::Text),
+        false,
+        false,
+        b"a".to_vec(),
+    ))
+    .unwrap();
+    s.send(client_frame(
+        OpCode::Data(Data::Continue),
+        true,
+        true,
+        deflate(b"b"),
+    ))
+    .unwrap();
     assert_eq!(close_of(&mut s), 1002);
     let mut s = raw_ws(addr, "/echo");
-    s.send(client_frame(OpCode::Data(Data::Text), true, true, deflate(b"not agreed")))
-        .unwrap();
+    s.send(client_frame(
+        OpCode::Data(Data::Text),
+        true,
+        true,
+        deflate(b"not agreed"),
+    ))
+    .unwrap();
     assert_eq!(close_of(&mut s), 1002);
 }
 

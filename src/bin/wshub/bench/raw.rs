@@ -20,13 +20,16 @@ use wshub::{ConnectOptions, Dialed, dial as open};
 pub(crate) struct RawConn {
     pub reader: RawReader,
     pub writer: RawWriter,
+    /// Whether the server agreed to permessage-deflate.
+    pub compressed: bool,
 }
 
 /// Opens `url` with up to three retries (a busy server may refuse or reset
 /// while its accept queue is full). HTTP answers and bad URLs are final.
-fn open_retrying(url: &str) -> io::Result<Dialed> {
+fn open_retrying(url: &str, compression: bool) -> io::Result<Dialed> {
     let options = ConnectOptions {
         connect_timeout: Duration::from_secs(10),
+        compression,
         ..ConnectOptions::default()
     };
     let mut last = None;
@@ -54,7 +57,14 @@ fn open_retrying(url: &str) -> io::Result<Dialed> {
 
 /// Dials `url`: a reader with its buffer and a writer.
 pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
-    let opened = open_retrying(url)?;
+    dial_offering(url, false)
+}
+
+/// Dials `url`, offering permessage-deflate when `compression` (see
+/// [`RawConn::compressed`] for the answer).
+pub(crate) fn dial_offering(url: &str, compression: bool) -> io::Result<RawConn> {
+    let opened = open_retrying(url, compression)?;
+    let compressed = opened.compressed();
     let stream = opened.stream;
     stream.set_read_timeout(None)?;
     let read_half = stream.try_clone()?;
@@ -71,12 +81,13 @@ pub(crate) fn dial(url: &str) -> io::Result<RawConn> {
         writer: RawWriter {
             stream: Arc::new(Mutex::new(stream)),
         },
+        compressed,
     })
 }
 
 /// Dials only: the socket after the handshake, no reader buffer (for idle).
 pub(crate) fn dial_bare(url: &str) -> io::Result<TcpStream> {
-    open_retrying(url).map(|opened| opened.stream)
+    open_retrying(url, false).map(|opened| opened.stream)
 }
 
 /// What a reader saw.
@@ -84,6 +95,8 @@ pub(crate) enum Seen<'a> {
     /// A data frame, and the number of the read that brought its end (frames
     /// of one read arrived together, so one clock reading serves them all).
     Data(&'a [u8], u64),
+    /// The same, with RSV1 set: a permessage-deflate message.
+    Compressed(&'a [u8], u64),
     Ping(&'a [u8]),
     Close(Option<u16>),
     Other,
@@ -199,6 +212,9 @@ impl RawReader {
             }
             let payload = &self.buf[self.start + head..self.start + head + len];
             let seen = match header.opcode {
+                OpCode::Data(Data::Text | Data::Binary | Data::Continue) if header.rsv1 => {
+                    Seen::Compressed(payload, self.reads)
+                }
                 OpCode::Data(Data::Text | Data::Binary | Data::Continue) => {
                     Seen::Data(payload, self.reads)
                 }
@@ -249,9 +265,15 @@ impl RawWriter {
     /// Appends a masked frame to `out`, to be written later, alone or with
     /// others, by [`write_all`](Self::write_all).
     pub(crate) fn append(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
+        Self::append_frame(opcode, false, payload, out);
+    }
+
+    /// [`append`](Self::append), with RSV1 (a deflated message) as given.
+    pub(crate) fn append_frame(opcode: OpCode, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
         let mask: [u8; 4] = rand::random();
         let header = FrameHeader {
             opcode,
+            rsv1,
             mask: Some(mask),
             ..FrameHeader::default()
         };

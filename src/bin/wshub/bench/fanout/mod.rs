@@ -62,6 +62,15 @@ pub struct FanoutArgs {
     /// Send binary messages instead of text.
     #[arg(long)]
     pub binary: bool,
+    /// Messages look like the chat page's: JSON of --size bytes with an
+    /// id, a name and a body of English words (what compression sees in a
+    /// real room), instead of a stamp padded with dots.
+    #[arg(long)]
+    pub json: bool,
+    /// Offer permessage-deflate: senders compress every message (as
+    /// browsers do) and receivers inflate what comes compressed.
+    #[arg(long)]
+    pub compression: bool,
     /// Pause between the last connect and the first message, so that every
     /// client has joined the room.
     #[arg(long, default_value = "500ms")]
@@ -91,6 +100,9 @@ pub struct FanoutArgs {
 
 const HEADER: usize = 28;
 
+/// Where the stamp sits in a `--json` message: `{"id":"` comes first.
+const JSON_STAMP_AT: usize = 7;
+
 struct Shared {
     base: Instant,
     senders: usize,
@@ -108,6 +120,10 @@ struct Shared {
     delivered: Vec<AtomicU64>,
     /// Set before we close the clients ourselves: closes after it are ours.
     stopping: AtomicBool,
+    /// Where each message's stamp starts (0, or [`JSON_STAMP_AT`]).
+    stamp_at: usize,
+    /// Senders deflate their messages (`--compression`, when agreed).
+    compress: bool,
 }
 
 #[derive(Default)]
@@ -120,6 +136,11 @@ struct ReceiverStats {
     error: Option<String>,
     last: Option<Instant>,
     hist: Option<hdrhistogram::Histogram<u64>>,
+    /// Payload bytes of the data frames received, as they came (compressed
+    /// or not).
+    wire_bytes: u64,
+    /// Of the deliveries, those that came compressed.
+    compressed: u64,
 }
 
 #[derive(Serialize)]
@@ -145,6 +166,12 @@ struct Report<'a> {
     server_cpu_us_per_delivery: Option<f64>,
     server_before: Option<ProcSample>,
     server_after: Option<ProcSample>,
+    json: bool,
+    compression: bool,
+    /// Payload bytes received per delivery, as they were on the wire.
+    wire_bytes_per_delivery: f64,
+    /// Share of the deliveries that came compressed.
+    compressed_share: f64,
 }
 
 fn hex(bytes: &[u8]) -> Option<u64> {
@@ -159,8 +186,12 @@ fn hex(bytes: &[u8]) -> Option<u64> {
 pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     let clients = args.clients.max(1);
     let senders = args.senders.min(clients);
-    if args.size < HEADER {
-        return Err(format!("--size must be at least {HEADER}"));
+    let stamp_at = if args.json { JSON_STAMP_AT } else { 0 };
+    if args.size < HEADER + stamp_at + if args.json { 60 } else { 0 } {
+        return Err(format!(
+            "--size must be at least {}",
+            HEADER + stamp_at + if args.json { 60 } else { 0 }
+        ));
     }
     let window = args.window.max(1);
     let fanout = (clients - 1 + usize::from(args.echo_sender)) as u32;
@@ -179,6 +210,8 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
         sender_threads: std::sync::OnceLock::new(),
         delivered: (0..clients).map(|_| AtomicU64::new(0)).collect(),
         stopping: AtomicBool::new(false),
+        stamp_at,
+        compress: args.compression,
     });
 
     // Connect everyone. The receiving side is a few epoll threads, not a
@@ -197,7 +230,13 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
             0 => &args.common.url,
             k => &args.also_urls[k - 1],
         };
-        let conn = raw::dial(url).map_err(|e| format!("client {id}: {e}"))?;
+        let conn =
+            raw::dial_offering(url, args.compression).map_err(|e| format!("client {id}: {e}"))?;
+        if args.compression && !conn.compressed {
+            return Err(format!(
+                "client {id}: the server declined permessage-deflate (is --compression on?)"
+            ));
+        }
         sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
         writers.push(conn.writer.clone());
         groups[id % pollers].push(Receiver {
@@ -229,13 +268,16 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
     let start = Instant::now();
     let deadline = start + Duration::from(args.common.duration);
     let size = args.size;
-    let (rate, binary) = (args.rate, args.binary);
+    let (rate, binary, json) = (args.rate, args.binary, args.json);
     let sender_handles: Vec<JoinHandle<u64>> = (0..senders)
         .map(|s| {
             let (shared, writer) = (shared.clone(), writers[s].clone());
             thread::Builder::new()
                 .name(format!("send-{s}"))
-                .spawn(move || send(s, &shared, &writer, size, rate, binary, start, deadline))
+                .spawn(move || {
+                    let payload = send::Payload { size, binary, json };
+                    send(s, &shared, &writer, payload, rate, start, deadline)
+                })
                 .map_err(|e| format!("cannot start a sender: {e}"))
         })
         .collect::<Result<_, _>>()?;
@@ -305,6 +347,8 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
             total.lost += st.lost;
             total.reordered += st.reordered;
             total.foreign += st.foreign;
+            total.wire_bytes += st.wire_bytes;
+            total.compressed += st.compressed;
             total.last = total.last.max(st.last);
             if let Some(code) = st.close {
                 *disconnects.entry(code.to_string()).or_insert(0) += 1;
@@ -346,6 +390,10 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
         server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / (total.delivered.max(1)) as f64),
         server_before: before,
         server_after: after,
+        json: args.json,
+        compression: args.compression,
+        wire_bytes_per_delivery: total.wire_bytes as f64 / total.delivered.max(1) as f64,
+        compressed_share: total.compressed as f64 / total.delivered.max(1) as f64,
     };
     println!(
         "fanout {} clients, {} senders, {} B, {}: sent {} expected {} delivered {} lost {} reordered {}",

@@ -28,6 +28,9 @@ pub(super) struct ReceiverState {
     /// The read number and the clock reading taken for it.
     clock: (u64, u64),
     stats: ReceiverStats,
+    /// With permessage-deflate: the inflater (reset per message: the
+    /// server keeps no context) and where a message is inflated to.
+    inflate: Option<(Box<flate2::Decompress>, Vec<u8>)>,
 }
 
 impl ReceiverState {
@@ -40,6 +43,7 @@ impl ReceiverState {
             last_ns: 0,
             clock: (u64::MAX, 0),
             stats: ReceiverStats::default(),
+            inflate: None,
         }
     }
 
@@ -52,12 +56,61 @@ impl ReceiverState {
         hist: &mut Histogram,
     ) -> bool {
         match seen {
+            Seen::Compressed(p, read) => {
+                if self.clock.0 != read {
+                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
+                }
+                let now = self.clock.1;
+                self.stats.wire_bytes += p.len() as u64;
+                let (inflater, out) = self
+                    .inflate
+                    .get_or_insert_with(|| (Box::new(flate2::Decompress::new(false)), Vec::new()));
+                inflater.reset(false);
+                out.clear();
+                out.reserve(p.len() * 8 + 256);
+                let mut ok = true;
+                for part in [p, &[0, 0, 0xff, 0xff][..]] {
+                    let before = inflater.total_in();
+                    loop {
+                        let used = (inflater.total_in() - before) as usize;
+                        if out.len() == out.capacity() {
+                            out.reserve(out.capacity());
+                        }
+                        match inflater.decompress_vec(
+                            &part[used..],
+                            out,
+                            flate2::FlushDecompress::Sync,
+                        ) {
+                            Ok(_) if (inflater.total_in() - before) as usize == part.len() => {
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+                let message = std::mem::take(out);
+                if ok {
+                    self.stats.compressed += 1;
+                    self.on_data(&message, now, shared, hist);
+                } else {
+                    self.stats.foreign += 1;
+                }
+                if let Some((_, out)) = self.inflate.as_mut() {
+                    *out = message;
+                }
+                true
+            }
             Seen::Data(p, read) => {
                 // Frames of one read arrived together: one clock reading.
                 if self.clock.0 != read {
                     self.clock = (read, shared.base.elapsed().as_nanos() as u64);
                 }
                 let now = self.clock.1;
+                self.stats.wire_bytes += p.len() as u64;
                 // A server may merge queued text messages into one frame,
                 // separated by newlines (gorilla's chat does); our payloads
                 // hold no newline, so each piece is one message.
@@ -79,8 +132,12 @@ impl ReceiverState {
 
     fn on_data(&mut self, p: &[u8], now: u64, shared: &Shared, hist: &mut Histogram) {
         let senders = self.next.len();
-        let parsed = (p.len() >= HEADER)
-            .then(|| Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?)))
+        let at = shared.stamp_at;
+        let parsed = (p.len() >= at + HEADER)
+            .then(|| {
+                let p = &p[at..];
+                Some((hex(&p[0..16])?, hex(&p[16..20])? as usize, hex(&p[20..28])?))
+            })
             .flatten();
         let Some((sent_at, s, seq)) = parsed.filter(|&(_, s, _)| s < senders) else {
             self.stats.foreign += 1;

@@ -3,19 +3,101 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
+/// What a sender's messages look like.
+#[derive(Clone, Copy)]
+pub(super) struct Payload {
+    pub size: usize,
+    pub binary: bool,
+    /// A chat message in JSON (see `--json`), not a stamp and dots.
+    pub json: bool,
+}
+
+/// Words for `--json` bodies: a chat's vocabulary, not a compressor's
+/// best case of one repeated byte.
+const WORDS: &[&str] = &[
+    "the",
+    "deploy",
+    "is",
+    "done",
+    "and",
+    "dashboards",
+    "look",
+    "green",
+    "can",
+    "you",
+    "check",
+    "logs",
+    "for",
+    "service",
+    "api",
+    "after",
+    "lunch",
+    "meeting",
+    "moved",
+    "to",
+    "three",
+    "thanks",
+    "build",
+    "failed",
+    "on",
+    "main",
+    "again",
+    "retry",
+    "fixed",
+    "it",
+    "ship",
+    "review",
+    "please",
+    "ok",
+    "sounds",
+    "good",
+    "tomorrow",
+    "release",
+    "notes",
+];
+
+/// A `--json` message of `size` bytes for sender `s`; its stamp goes at
+/// [`JSON_STAMP_AT`].
+fn chat_message(s: usize, size: usize) -> Vec<u8> {
+    let head = format!(
+        "{{\"id\":\"{}\",\"type\":\"chat\",\"name\":\"user-{s}\",\"body\":\"",
+        "0".repeat(HEADER)
+    );
+    let mut out = head.into_bytes();
+    let tail = b"\"}";
+    let mut i = s;
+    while out.len() + tail.len() < size {
+        let word = WORDS[i % WORDS.len()];
+        i = i.wrapping_mul(31).wrapping_add(7);
+        out.extend_from_slice(word.as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(size - tail.len());
+    out.extend_from_slice(tail);
+    out
+}
+
 pub(super) fn send(
     s: usize,
     shared: &Shared,
     writer: &RawWriter,
-    size: usize,
+    payload: Payload,
     rate: f64,
-    binary: bool,
     start: Instant,
     deadline: Instant,
 ) -> u64 {
+    let Payload { size, binary, json } = payload;
     let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
-    let mut payload = vec![b'.'; size];
+    let mut payload = if json {
+        chat_message(s, size)
+    } else {
+        vec![b'.'; size]
+    };
+    let at = shared.stamp_at;
+    let mut deflate = shared
+        .compress
+        .then(|| flate2::Compress::new(flate2::Compression::fast(), false));
+    let mut deflated = Vec::with_capacity(size + 64);
     let mut out = Vec::with_capacity(size + 14);
     let mut seq = 0u64;
     loop {
@@ -55,12 +137,19 @@ pub(super) fn send(
         out.clear();
         for _ in 0..count {
             stamp(
-                &mut payload,
+                &mut payload[at..],
                 shared.base.elapsed().as_nanos() as u64,
                 s,
                 seq,
             );
-            RawWriter::append(opcode, &payload, &mut out);
+            match deflate.as_mut() {
+                // As a browser does: every message deflated on its own.
+                Some(c) => {
+                    compress(c, &payload, &mut deflated);
+                    RawWriter::append_frame(opcode, true, &deflated, &mut out);
+                }
+                None => RawWriter::append(opcode, &payload, &mut out),
+            }
             seq += 1;
         }
         if writer.write_all(&out).is_err() {
@@ -82,4 +171,27 @@ fn stamp(payload: &mut [u8], ns: u64, sender: usize, seq: u64) {
     put(&mut payload[0..16], ns);
     put(&mut payload[16..20], sender as u64 & 0xffff);
     put(&mut payload[20..28], seq & 0xffff_ffff);
+}
+
+/// `data` deflated with a sync flush into `out`, the `00 00 ff ff` tail
+/// removed (RFC 7692 §7.2.1), the compressor reset first.
+fn compress(c: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) {
+    c.reset();
+    out.clear();
+    out.reserve(data.len() + 64);
+    loop {
+        let done = c.total_in() as usize;
+        if c.compress_vec(&data[done..], out, flate2::FlushCompress::Sync)
+            .is_err()
+        {
+            return;
+        }
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    if out.ends_with(&[0, 0, 0xff, 0xff]) {
+        out.truncate(out.len() - 4);
+    }
 }
