@@ -719,23 +719,24 @@ mod tests {
         Ok(out)
     }
 
+    /// What the context reads plain frames from; it writes nothing back.
+    struct Rw(io::Cursor<Vec<u8>>);
+    impl io::Read for Rw {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.0.read(b)
+        }
+    }
+    impl io::Write for Rw {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn message_of(plain: &[u8]) -> Vec<u8> {
         let mut ctx = tungstenite::protocol::WebSocketContext::new(Role::Server, None);
-        // The context reads the plain frames and writes nothing back.
-        struct Rw(io::Cursor<Vec<u8>>);
-        impl io::Read for Rw {
-            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-                self.0.read(b)
-            }
-        }
-        impl io::Write for Rw {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let mut stream = Rw(io::Cursor::new(plain.to_vec()));
         loop {
             match ctx.read(&mut stream).expect("a message") {
@@ -771,6 +772,38 @@ mod tests {
         let mut inflater = Inflater::new(Role::Server, 1 << 20, agreement());
         let plain = through(&mut inflater, &raw).unwrap();
         assert_eq!(message_of(&plain), text.as_bytes());
+    }
+
+    #[test]
+    fn with_client_context_takeover_the_window_is_kept_between_messages() {
+        // A client compressor that is never reset: the second message
+        // refers back into the first.
+        let mut c = Compress::new(Compression::default(), false);
+        let mut raw = Vec::new();
+        let words = "context takeover keeps the window ".repeat(20);
+        for _ in 0..2 {
+            let mut out = Vec::with_capacity(4096);
+            let before = c.total_in();
+            c.compress_vec(words.as_bytes(), &mut out, FlushCompress::Sync)
+                .unwrap();
+            assert_eq!((c.total_in() - before) as usize, words.len());
+            out.truncate(out.len() - TAIL.len());
+            raw.extend(frame(OpCode::Data(Data::Text), true, true, &out));
+        }
+        let takeover = Agreement {
+            send_window_bits: 15,
+            peer_takes_over: true,
+        };
+        let mut inflater = Inflater::new(Role::Server, 1 << 20, takeover);
+        let plain = through(&mut inflater, &raw).unwrap();
+        let mut ctx = tungstenite::protocol::WebSocketContext::new(Role::Server, None);
+        let mut stream = Rw(io::Cursor::new(plain));
+        for _ in 0..2 {
+            match ctx.read(&mut stream).expect("a message") {
+                tungstenite::Message::Text(t) => assert_eq!(t.as_str(), words),
+                m => panic!("{m:?}"),
+            }
+        }
     }
 
     #[test]

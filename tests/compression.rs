@@ -375,3 +375,36 @@ fn a_deflate_bomb_gets_1009_without_the_server_holding_what_it_inflates_to() {
     text(&mut echo, "still here");
     assert_eq!(next(&mut echo), Message::text("still here"));
 }
+
+#[test]
+fn with_client_takeover_allowed_the_servers_window_follows_the_clients() {
+    let server = start(Config {
+        compression_client_takeover: true,
+        ..compressing()
+    });
+    let addr = server.local_addr();
+    let events = server.events();
+    let (head, mut sender) = raw_offering(addr, "/ws/ctx", "permessage-deflate");
+    assert_eq!(
+        extension_of(&head).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover")
+    );
+    let mut plain = ws(addr, "/ws/ctx");
+    joined(&events, 2);
+    // One compressor for both messages, never reset: the second refers
+    // back into the first, as a browser's would.
+    let mut c = Compress::new(Compression::default(), false);
+    for i in 0..2 {
+        let text = chat_json(i);
+        let mut out = Vec::with_capacity(4096);
+        let before = c.total_in();
+        c.compress_vec(text.as_bytes(), &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert_eq!((c.total_in() - before) as usize, text.len());
+        out.truncate(out.len() - 4);
+        sender
+            .send(client_frame(OpCode::Data(Data::Text), true, true, out))
+            .unwrap();
+        assert_eq!(next(&mut plain), Message::text(text.as_str()));
+    }
+}
