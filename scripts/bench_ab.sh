@@ -60,17 +60,10 @@ for i in $(seq "$RUNS"); do
   done
 done
 
-python3 - "$OUT" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-runs = defaultdict(list)
-for line in open(sys.argv[1]):
-    if line.startswith("{"):
-        r = json.loads(line)
-        runs[r["label"]].append(r)
-def med(rs, f):
-    v = [f(r) for r in rs if f(r) is not None]
-    return statistics.median(v) if v else None
+PYTHONPATH=scripts python3 - "$OUT" <<'PY'
+import sys
+from bench_runs import load, med
+runs = load(sys.argv[1])
 for label in sorted(runs):
     rs = runs[label]
     if "deliveries_per_s" in rs[0]:

@@ -280,21 +280,8 @@ impl Conn {
             return false;
         }
         let body = self.shared.render_metrics();
-        let keep = http::keep_alive(request);
-        let headers = [
-            ("Content-Type", crate::metrics::CONTENT_TYPE),
-            ("Cache-Control", "no-cache"),
-        ];
-        http::respond(
-            self.wire.stream(),
-            StatusCode::OK,
-            &headers,
-            body.as_bytes(),
-            head_only,
-            keep,
-        )
-        .is_ok()
-            && keep
+        let answer = (StatusCode::OK, crate::metrics::CONTENT_TYPE);
+        self.respond_fresh(request, answer, &body, head_only)
     }
 
     /// A JSON answer; whether the connection stays open (not after a 503).
@@ -305,11 +292,20 @@ impl Conn {
         body: &str,
         head_only: bool,
     ) -> bool {
+        self.respond_fresh(request, (status, "application/json"), body, head_only)
+    }
+
+    /// A generated answer of `(status, content type)`, not to be cached;
+    /// whether the connection stays open (only after a success).
+    fn respond_fresh(
+        &self,
+        request: &Request<()>,
+        (status, content_type): (StatusCode, &str),
+        body: &str,
+        head_only: bool,
+    ) -> bool {
         let keep = http::keep_alive(request) && status.is_success();
-        let headers = [
-            ("Content-Type", "application/json"),
-            ("Cache-Control", "no-cache"),
-        ];
+        let headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")];
         http::respond(
             self.wire.stream(),
             status,
