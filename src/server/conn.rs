@@ -305,7 +305,10 @@ impl Conn {
         head_only: bool,
     ) -> bool {
         let keep = http::keep_alive(request) && status.is_success();
-        let headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")];
+        let headers = [
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-cache"),
+        ];
         http::respond(
             self.wire.stream(),
             status,

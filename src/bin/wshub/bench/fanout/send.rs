@@ -178,19 +178,9 @@ fn stamp(payload: &mut [u8], ns: u64, sender: usize, seq: u64) {
 fn compress(c: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) {
     c.reset();
     out.clear();
-    out.reserve(data.len() + 64);
-    loop {
-        let done = c.total_in() as usize;
-        if c.compress_vec(&data[done..], out, flate2::FlushCompress::Sync)
-            .is_err()
-        {
-            return;
-        }
-        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
-            break;
-        }
-        out.reserve(out.capacity());
-    }
+    // Room for the worst case in one call (see wshub's deflate::compress).
+    out.reserve(data.len() + data.len() / 8 + 128);
+    let _ = c.compress_vec(data, out, flate2::FlushCompress::Sync);
     if out.ends_with(&[0, 0, 0xff, 0xff]) {
         out.truncate(out.len() - 4);
     }
