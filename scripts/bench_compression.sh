@@ -11,7 +11,7 @@
 # --compression-min-bytes 128, clients offer it: every message deflated by
 # its sender and once per broadcast by the server); on-default-min (the
 # server's default --compression-min-bytes 256: 200-byte messages come in
-# compressed and go out plain).
+# compressed and go out plain); on-level-6 (as on, at --compression-level 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
@@ -40,13 +40,14 @@ for i in $(seq "$RUNS"); do
   run off "" ""
   run on "--compression --compression-min-bytes 128" "--compression"
   run on-default-min "--compression" "--compression"
+  run on-level-6 "--compression --compression-min-bytes 128 --compression-level 6" "--compression"
 done
 
 PYTHONPATH=scripts python3 - "$OUT" <<'PY'
 import sys
 from bench_runs import load, med
 runs = load(sys.argv[1])
-for label in ["off", "on", "on-default-min"]:
+for label in ["off", "on", "on-default-min", "on-level-6"]:
     rs = runs[label]
     print(f"{label:15} {med(rs, lambda r: r['deliveries_per_s']):12,.0f}/s  "
           f"server {med(rs, lambda r: r['server_cpu_us_per_delivery']):.3f} µs/delivery  "

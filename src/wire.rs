@@ -159,6 +159,17 @@ impl Frame {
         made.as_ref().unwrap_or(self)
     }
 
+    /// Makes the deflated form now, if this frame may have one: for a
+    /// burst that several lanes deliver at once, so that none of them
+    /// waits for another to finish compressing it.
+    pub(crate) fn prepare_deflated(&self) {
+        let any = Agreement {
+            send_window_bits: 15,
+            peer_takes_over: false,
+        };
+        let _ = self.for_receiver(Some(any));
+    }
+
     /// A frame with RSV1 set, for a message deflated by the sender
     /// (masked for a client, as `encode` does).
     pub(crate) fn encode_compressed(role: Role, opcode: OpCode, payload: Bytes) -> Frame {

@@ -454,6 +454,15 @@ impl Hub {
                 .filter(|p| p.room == room)
                 .map(|p| (p.from, p.frame.clone()))
                 .collect();
+            // A room spread over several lanes: compress here, once, rather
+            // than have the lanes wait on one another for it.
+            if self.lanes.limits().deflate.is_some()
+                && room_lanes.iter().skip(1).any(|lane| !lane.is_empty())
+            {
+                for (_, frame) in frames.iter() {
+                    frame.prepare_deflated();
+                }
+            }
             self.lanes
                 .dispatch(room_lanes, Delivery::new(room.clone(), frames));
         }
