@@ -490,9 +490,6 @@ impl Inflater {
                         // tungstenite would refuse a new message here too.
                         return protocol("a new message inside a fragmented one");
                     }
-                    if len > (self.limit as u64).saturating_add(1 << 10) {
-                        return Err(Refusal::TooBig);
-                    }
                     self.message = Some(0);
                     self.text = data == Data::Text;
                     // An empty first fragment right away: the context (and
@@ -555,15 +552,8 @@ impl Inflater {
             }
             self.message = Some(total);
             if produced > 0 {
-                let header = FrameHeader {
-                    is_final: false,
-                    opcode: OpCode::Data(Data::Continue),
-                    mask,
-                    ..FrameHeader::default()
-                };
-                // Formatting into a Vec cannot fail.
-                let _ = header.format(produced as u64, &mut self.output);
-                self.output.extend_from_slice(&self.chunk);
+                let continuation = OpCode::Data(Data::Continue);
+                emit(&mut self.output, mask, continuation, false, &self.chunk);
             }
             if status == Status::StreamEnd {
                 // A final deflate block: what follows starts afresh.
@@ -607,14 +597,8 @@ impl Inflater {
     }
 
     fn emit(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
-        let header = FrameHeader {
-            is_final: fin,
-            opcode,
-            mask: self.mask(),
-            ..FrameHeader::default()
-        };
-        let _ = header.format(payload.len() as u64, &mut self.output);
-        self.output.extend_from_slice(payload);
+        let mask = self.mask();
+        emit(&mut self.output, mask, opcode, fin, payload);
     }
 
     /// Bytes buffered here (input not worked through, output not read).
@@ -622,6 +606,19 @@ impl Inflater {
     pub(crate) fn buffered(&self) -> usize {
         self.input.len() - self.pos + self.waiting() + self.pending.len()
     }
+}
+
+/// Appends a plain frame for the context to `output`.
+fn emit(output: &mut Vec<u8>, mask: Option<[u8; 4]>, opcode: OpCode, fin: bool, payload: &[u8]) {
+    let header = FrameHeader {
+        is_final: fin,
+        opcode,
+        mask,
+        ..FrameHeader::default()
+    };
+    // Formatting into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, output);
+    output.extend_from_slice(payload);
 }
 
 #[cfg(test)]

@@ -74,9 +74,16 @@ impl Frame {
     /// Encodes a frame for `role`. Server frames share `payload`; client
     /// frames are masked, which costs one copy.
     pub(crate) fn encode(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
+        Frame::encode_with(role, opcode, false, payload)
+    }
+
+    /// [`encode`](Self::encode), with RSV1 as given (a message deflated
+    /// by the sender).
+    fn encode_with(role: Role, opcode: OpCode, rsv1: bool, payload: Bytes) -> Frame {
         let close = opcode == OpCode::Control(Control::Close);
         let header = FrameHeader {
             opcode,
+            rsv1,
             ..FrameHeader::default()
         };
         let mut frame = TFrame::from_payload(header, payload);
@@ -173,17 +180,7 @@ impl Frame {
     /// A frame with RSV1 set, for a message deflated by the sender
     /// (masked for a client, as `encode` does).
     pub(crate) fn encode_compressed(role: Role, opcode: OpCode, payload: Bytes) -> Frame {
-        let mut frame = Frame::encode(role, opcode, payload);
-        // The first byte is FIN, RSV1-3 and the opcode, in both forms.
-        match role {
-            Role::Server => frame.head[0] |= 0x40,
-            Role::Client => {
-                let mut bytes = frame.body.to_vec();
-                bytes[0] |= 0x40;
-                frame.body = Bytes::from(bytes);
-            }
-        }
-        frame
+        Frame::encode_with(role, opcode, true, payload)
     }
 
     /// The same frame, not counted against the memory budget (for copies

@@ -167,9 +167,6 @@ impl Conn {
                     rejection
                 })
             }
-            // A decision added later: refuse rather than guess.
-            #[allow(unreachable_patterns)]
-            _ => Err(Rejection::new(StatusCode::FORBIDDEN, "not allowed")),
         }
     }
 

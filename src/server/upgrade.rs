@@ -240,13 +240,13 @@ impl Conn {
             }
         };
         let memory = self.shared.memory.clone();
-        let metrics = self.shared.metrics.clone();
         // With a rate limit, each client's reader keeps its own bucket.
         let mut bucket = Bucket::of(self.config());
+        let rate_metrics = self.shared.metrics.clone();
         let mut within_rate = move || {
             let over = bucket.as_mut().is_some_and(|b| !b.take());
             if over {
-                metrics.rate_limited();
+                rate_metrics.rate_limited();
                 return Err(Stop::Close(CloseCode::Policy, RATE_LIMIT));
             }
             Ok(())
