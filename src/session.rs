@@ -214,7 +214,6 @@ where
                 pong_timeout: timing.pong_timeout,
                 timeout: timing.pong_timeout,
                 inflater,
-                raw: Vec::new(),
             };
             let ending = read_loop(&mut io, &mut ctx, &reader_outbox, timing, memory, |m| {
                 on_message(m)
@@ -242,21 +241,26 @@ struct ReadSide<'a> {
     /// With permessage-deflate: the peer's bytes go through it, and the
     /// context (and the tracker) see the plain frames it makes.
     inflater: Option<Box<Inflater>>,
-    /// Where the peer's raw bytes land before the inflater takes them.
-    raw: Vec<u8>,
 }
 
 impl Read for ReadSide<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.inflater.is_none() {
+        let Some(mut inflater) = self.inflater.take() else {
             let n = self.read_socket(buf)?;
             self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
             return Ok(n);
-        }
+        };
+        let result = self.read_inflated(&mut inflater, buf);
+        self.inflater = Some(inflater);
+        result
+    }
+}
+
+impl ReadSide<'_> {
+    /// The plain frames the inflater makes of the peer's bytes. Until it
+    /// has some, `buf` (the context's own buffer) takes the next read.
+    fn read_inflated(&mut self, inflater: &mut Inflater, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let Some(inflater) = self.inflater.as_mut() else {
-                return Ok(0);
-            };
             let n = inflater.read_out(buf);
             if n > 0 {
                 self.tracker.feed(&buf[..n]).map_err(io::Error::other)?;
@@ -266,27 +270,14 @@ impl Read for ReadSide<'_> {
                 inflater.work()?;
                 continue;
             }
-            let mut raw = std::mem::take(&mut self.raw);
-            raw.resize(buf.len().max(4096), 0);
-            let got = self.read_socket(&mut raw);
-            let result = match got {
-                Ok(0) => Ok(Some(0)),
-                Ok(got) => self
-                    .inflater
-                    .as_mut()
-                    .map_or(Ok(()), |i| i.feed(&raw[..got]))
-                    .map(|()| None),
-                Err(e) => Err(e),
-            };
-            self.raw = raw;
-            if let Some(n) = result? {
-                return Ok(n);
+            let got = self.read_socket(buf)?;
+            if got == 0 {
+                return Ok(0);
             }
+            inflater.feed(&buf[..got])?;
         }
     }
-}
 
-impl ReadSide<'_> {
     /// One read from the socket, under the pong timeout and the unfinished
     /// message's deadline.
     fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
