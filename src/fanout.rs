@@ -168,7 +168,7 @@ impl Lanes {
             }
         }
         if let Some(own) = lanes.first() {
-            deliver(own, &delivery, self.limits, &self.metrics);
+            deliver(own, &delivery, self.limits, (0, &self.metrics));
         }
     }
 }
@@ -192,7 +192,7 @@ fn spawn_helper(
         .name(format!("wshub-lane-{lane}"))
         .spawn(move || {
             for job in rx {
-                deliver(&job.members, &job.delivery, limits, &metrics);
+                deliver(&job.members, &job.delivery, limits, (lane, &metrics));
             }
         })?;
     Ok((tx, thread))
@@ -201,7 +201,7 @@ fn spawn_helper(
 /// Offers `d` to each member (less its own frames, unless echoed); a
 /// member whose outbox is full is evicted with 1008, once. The metrics
 /// are counted once for the whole burst.
-fn deliver(members: &[Member], d: &Delivery, limits: Limits, metrics: &Metrics) {
+fn deliver(members: &[Member], d: &Delivery, limits: Limits, (lane, metrics): (usize, &Metrics)) {
     let (mut messages, mut bytes_out) = (0, 0);
     let (mut refused, mut evicted) = (0, 0);
     for m in members {
@@ -237,6 +237,6 @@ fn deliver(members: &[Member], d: &Delivery, limits: Limits, metrics: &Metrics) 
             Err(Refused::Gone) => {}
         }
     }
-    metrics.delivered(messages, bytes_out);
+    metrics.delivered(lane, messages, bytes_out);
     metrics.refused(refused, evicted);
 }

@@ -85,6 +85,16 @@ impl Pair {
         self.count.fetch_add(count as u64, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+
+    /// `add` for a pair only one thread ever writes: a plain load and
+    /// store, without the locked read-modify-write (readers may see the
+    /// count a moment before the bytes, as with `add`).
+    fn add_single_writer(&self, count: usize, bytes: usize) {
+        let c = self.count.load(Ordering::Relaxed);
+        self.count.store(c + count as u64, Ordering::Relaxed);
+        let b = self.bytes.load(Ordering::Relaxed);
+        self.bytes.store(b + bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// Who sent the Close that ended a connection.
@@ -102,8 +112,9 @@ pub(crate) struct Metrics {
     received: Pair,
     /// Counted by the echo sessions' readers.
     echo_received: Pair,
-    /// Counted by each lane, once per burst.
-    delivered: Pair,
+    /// Counted by each lane, once per burst: one pair per lane, each
+    /// written by its lane's thread alone.
+    delivered: [Pair; crate::fanout::MAX_LANES],
     /// Counted by the echo sessions' readers.
     echo_delivered: Pair,
     deliveries_refused: AtomicU64,
@@ -129,7 +140,7 @@ impl Default for Metrics {
         Metrics {
             received: Pair::default(),
             echo_received: Pair::default(),
-            delivered: Pair::default(),
+            delivered: Default::default(),
             echo_delivered: Pair::default(),
             deliveries_refused: AtomicU64::new(0),
             evicted_queue_full: AtomicU64::new(0),
@@ -151,18 +162,20 @@ impl Default for Metrics {
 
 impl Metrics {
     /// `messages` chat messages of `bytes` payload bytes that clients sent
-    /// (one call per hub burst).
+    /// (one call per hub burst, on the hub thread only).
     pub(crate) fn received(&self, messages: usize, bytes: usize) {
         if messages > 0 {
-            self.received.add(messages, bytes);
+            self.received.add_single_writer(messages, bytes);
         }
     }
 
-    /// `messages` frames of `bytes` in all handed to clients' outboxes
-    /// (one call per burst and lane).
-    pub(crate) fn delivered(&self, messages: usize, bytes: usize) {
-        if messages > 0 {
-            self.delivered.add(messages, bytes);
+    /// `messages` frames of `bytes` in all handed to clients' outboxes by
+    /// `lane` (one call per burst, on that lane's thread only).
+    pub(crate) fn delivered(&self, lane: usize, messages: usize, bytes: usize) {
+        if messages > 0
+            && let Some(pair) = self.delivered.get(lane)
+        {
+            pair.add_single_writer(messages, bytes);
         }
     }
 
@@ -294,6 +307,8 @@ impl Metrics {
     pub(crate) fn render(&self, snap: &Snapshot) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let sum = |a: &AtomicU64, b: &AtomicU64| load(a) + load(b);
+        let lanes =
+            |f: fn(&Pair) -> &AtomicU64| self.delivered.iter().map(|p| load(f(p))).sum::<u64>();
         let mut out = String::with_capacity(8192);
         family(
             &mut out,
@@ -362,14 +377,14 @@ impl Metrics {
             "wshub_messages_delivered_total",
             "counter",
             "Messages handed to clients' send queues (one per receiver).",
-            sum(&self.delivered.count, &self.echo_delivered.count),
+            lanes(|p| &p.count) + load(&self.echo_delivered.count),
         );
         single(
             &mut out,
             "wshub_delivered_bytes_total",
             "counter",
             "Frame bytes of the messages handed to clients' send queues.",
-            sum(&self.delivered.bytes, &self.echo_delivered.bytes),
+            lanes(|p| &p.bytes) + load(&self.echo_delivered.bytes),
         );
         single(
             &mut out,
