@@ -66,7 +66,7 @@ const YIELD_AFTER: usize = 16;
 /// The writer takes no more than this out of its queue for one write: a
 /// write to a slow reader can hold its frames for the whole write timeout,
 /// and the memory budget cannot take them back meanwhile.
-const MAX_BATCH_BYTES: usize = 256 << 10;
+pub(crate) const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// How a connection ended, as the reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

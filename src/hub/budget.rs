@@ -14,8 +14,8 @@ use crate::session::close_frame;
 impl Hub {
     /// While what the server buffers is over what queues may take of its
     /// budget (see `Memory::queue_excess`), evicts the clients with the
-    /// most bytes queued (1008), largest first; their queues are dropped at
-    /// once. A frame that other queues still hold frees nothing, so this
+    /// most bytes queued (1008), largest first, among those more than a
+    /// writer batch behind; their queues are dropped at once. A frame that other queues still hold frees nothing, so this
     /// goes on until the total is under it.
     pub(super) fn enforce_budget(&mut self) {
         if self.memory.queue_excess().is_none() {
@@ -27,7 +27,12 @@ impl Hub {
             .flatten()
             .flat_map(|lane| lane.iter())
             .map(|m| (m.outbox.queued_bytes(), m))
-            .filter(|(bytes, _)| *bytes > 0)
+            // A queue of no more than one writer batch is keeping up: the
+            // frames it holds are the newest, held by the others as well,
+            // so evicting it would free nothing (and would drop a reader
+            // that is merely a batch behind, while the excess left is in
+            // writes already under way).
+            .filter(|(bytes, _)| *bytes > crate::session::MAX_BATCH_BYTES)
             .collect();
         queued.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
         for (bytes, m) in queued {
