@@ -186,11 +186,17 @@ pub struct Config {
     /// are the clients closed with 1001. Default zero: at once.
     pub drain_timeout: Duration,
     /// Share rooms with other instances through the Redis server at this
-    /// URL (`redis://HOST:PORT[/DB]`; needs the `redis` cargo feature). A
+    /// URL (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://…` for
+    /// TLS; needs the `redis` cargo feature; the password never reaches a
+    /// log line or an error message). A
     /// URL that cannot work fails [`Server::start`](crate::Server::start);
     /// an unreachable server is retried in the background. Default `None`:
     /// no Redis code runs.
     pub redis: Option<String>,
+    /// With a `rediss://` [`redis`](Config::redis) URL: the PEM file of
+    /// the CA that signed the Redis server's certificate (a private CA);
+    /// without it the system's roots are trusted. Default `None`.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Capacity of each event receiver; events beyond it are dropped (and
     /// counted in the log) rather than stalling the hub. Default
     /// [`DEFAULT_EVENT_QUEUE`].
@@ -265,6 +271,7 @@ impl Default for Config {
             history_bytes: DEFAULT_HISTORY_BYTES,
             history_age: DEFAULT_HISTORY_AGE,
             redis: None,
+            redis_ca_file: None,
             auth_secret: None,
             authorizer: None,
             protect_admin: false,

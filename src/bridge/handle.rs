@@ -102,14 +102,37 @@ pub(crate) struct Bridge {
     pub(crate) instance: Arc<str>,
     pub(crate) publish: Option<Sender<Outgoing>>,
     pub(crate) control: Option<Sender<Control>>,
-    pub(crate) stats: Arc<Stats>,
+    pub(crate) view: View,
     pub(crate) threads: Vec<JoinHandle<()>>,
 }
 
+/// What the server's HTTP side sees of the bridge: its counters and
+/// connection state, and who is in a room on every instance.
+#[derive(Clone)]
+pub(crate) struct View {
+    pub(crate) stats: Arc<Stats>,
+    #[cfg(feature = "redis")]
+    pub(crate) client: redis::Client,
+}
+
+impl View {
+    /// Who is in `room` on every live instance (names and join times);
+    /// `None` when Redis cannot be asked.
+    pub(crate) fn presence_of(&self, room: &str) -> Option<Vec<(String, u64)>> {
+        #[cfg(feature = "redis")]
+        return super::start::presence_of(&self.client, room);
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = room;
+            None
+        }
+    }
+}
+
 impl Bridge {
-    /// The bridge's counters and connection state.
-    pub(crate) fn stats(&self) -> &Arc<Stats> {
-        &self.stats
+    /// What the server's HTTP side sees of the bridge.
+    pub(crate) fn view(&self) -> &View {
+        &self.view
     }
 
     /// Hands a local message to the publisher, without waiting.
@@ -126,8 +149,8 @@ impl Bridge {
         };
         match publish.try_send(out) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.stats.drop_one("the publish queue is full"),
-            Err(TrySendError::Disconnected(_)) => self.stats.drop_one("the publisher stopped"),
+            Err(TrySendError::Full(_)) => self.view.stats.drop_one("the publish queue is full"),
+            Err(TrySendError::Disconnected(_)) => self.view.stats.drop_one("the publisher stopped"),
         }
     }
 
@@ -153,10 +176,15 @@ impl Bridge {
         }
     }
 
-    /// Starts listening to `room` on other instances.
-    pub(crate) fn subscribe(&self, room: Arc<str>) {
-        if let Some(control) = &self.control {
-            let _ = control.send(Control::Subscribe(room));
+    /// Starts listening to `room` on other instances. Whether a backfill
+    /// (the room's shared history) is coming for it: only while the
+    /// subscriber is connected — a bridge that is down or reconnecting
+    /// must not keep the room's first clients waiting.
+    pub(crate) fn subscribe(&self, room: Arc<str>) -> bool {
+        let up = self.view.stats.subscriber_up.load(Ordering::Acquire);
+        match &self.control {
+            Some(control) => control.send(Control::Subscribe(room)).is_ok() && up,
+            None => false,
         }
     }
 

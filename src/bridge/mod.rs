@@ -19,13 +19,21 @@
 //! instance id, then the message's bytes unchanged. An instance drops its
 //! own messages when they come back.
 //!
-//! Redis going away: local delivery is not touched (nothing here blocks the
-//! hub); each thread logs the loss once, retries with a capped backoff,
-//! and logs when it is back; the subscriber then subscribes to the current
-//! rooms again. Meanwhile delivery across instances is at most once: what
-//! is published while Redis is unreachable is dropped (counted).
+//! Reaching Redis: `redis://[user:password@]host:port[/db]` or
+//! `rediss://…` (TLS through rustls, with `Config::redis_ca_file` for a
+//! private CA). Passwords never reach a log line or an error: they show
+//! as `***`. Every command has a timeout, so a Redis that accepts and
+//! then says nothing costs one attempt, not a thread.
 //!
-//! May touch: its two Redis connections, the hub's inbox (sending only).
+//! Redis going away: local delivery is not touched (nothing here blocks the
+//! hub); each connection logs the loss once, retries on a timer of its own
+//! (100 ms, doubling, capped at 2 s — a deadline no message or room change
+//! moves), and logs when it is back; the subscriber then subscribes to the
+//! current rooms again and catches up on their streams. What is said while
+//! Redis is unreachable waits in the publisher's backlog (up to 4096
+//! messages) and is sent first, in order, once it is back.
+//!
+//! May touch: its Redis connections, the hub's inbox (sending only).
 
 // Without the `redis` feature only the hub-facing half is used.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
@@ -41,21 +49,15 @@ mod start;
 #[cfg(feature = "redis")]
 mod subscriber;
 
-pub(crate) use handle::{Bridge, FromBridge, RemoteClient, Stats, ToHub};
-
 #[cfg(feature = "redis")]
-pub(crate) use self::start::{presence_of, start};
-
-/// Without the `redis` feature there is no shared presence.
-#[cfg(not(feature = "redis"))]
-pub(crate) fn presence_of(_url: &str, _room: &str) -> Option<Vec<(String, u64)>> {
-    None
-}
+pub(crate) use self::start::start;
+pub(crate) use handle::{Bridge, FromBridge, RemoteClient, ToHub, View};
 
 /// Without the `redis` feature there is no bridge to start.
 #[cfg(not(feature = "redis"))]
 pub(crate) fn start(
     _url: &str,
+    _ca_file: Option<&std::path::Path>,
     _hub: ToHub,
     _memory: std::sync::Arc<crate::memory::Memory>,
     _history: crate::history::Bounds,

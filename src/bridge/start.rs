@@ -9,27 +9,31 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, unbounded};
 use log::info;
 
-use super::common::CONNECT_TIMEOUT;
+use super::common::{connect, masked, open};
 use super::envelope::{PUBLISH_QUEUE, instance_key, presence_key};
-use super::handle::{Bridge, Rooms, Stats, ToHub};
-use super::publisher::publisher;
+use super::handle::{Bridge, Rooms, Stats, ToHub, View};
+use super::publisher::Publisher;
 use super::subscriber::Subscriber;
 use crate::history;
 use crate::memory::Memory;
 
-/// Checks `url` and starts the bridge's threads. A URL that cannot
-/// work fails here; an unreachable server is retried in the background.
+/// Checks `url` (and the CA file, for `rediss://`) and starts the
+/// bridge's threads. A URL or CA file that cannot work fails here; an
+/// unreachable server, a wrong password or an untrusted certificate is
+/// logged and retried in the background.
 pub(crate) fn start(
     url: &str,
+    ca_file: Option<&std::path::Path>,
     hub: ToHub,
     memory: Arc<Memory>,
     history: history::Bounds,
 ) -> crate::Result<Bridge> {
-    let client = redis::Client::open(url)
-        .map_err(|e| crate::Error::Config(format!("--redis {url:?}: {e}")))?;
+    let client = open(url, ca_file).map_err(crate::Error::Config)?;
     let instance: Arc<str> = format!("{:016x}", crate::random::next_u64()).into();
-    let where_ = client.get_connection_info().addr().to_string();
-    info!("redis bridge: instance {instance}, Redis at {where_}");
+    info!(
+        "redis bridge: instance {instance}, Redis at {}",
+        masked(url)
+    );
     let stats = Arc::new(Stats::default());
     let (publish_tx, publish_rx) = bounded(PUBLISH_QUEUE);
     let (control_tx, control_rx) = unbounded();
@@ -40,9 +44,13 @@ pub(crate) fn start(
             .name("wshub-redis-pub".into())
             .spawn({
                 let id = instance.clone();
-                move || publisher(c, publish_rx, s, history, id)
+                move || Publisher::new(c, publish_rx, s, history, id).run()
             })?,
     );
+    let view = View {
+        stats: stats.clone(),
+        client: client.clone(),
+    };
     let sub = Subscriber {
         client,
         control: control_rx,
@@ -72,7 +80,7 @@ pub(crate) fn start(
         instance,
         publish: Some(publish_tx),
         control: Some(control_tx),
-        stats,
+        view,
         threads,
     })
 }
@@ -80,11 +88,9 @@ pub(crate) fn start(
 /// Who is in `room` on every instance that is alive (its heartbeat key
 /// exists), as names and join times; `None` when Redis cannot be asked
 /// (then the local answer stands). On the caller's thread, bounded by
-/// the connect timeout.
-pub(crate) fn presence_of(url: &str, room: &str) -> Option<Vec<(String, u64)>> {
-    let client = redis::Client::open(url).ok()?;
-    let mut c = client.get_connection_with_timeout(CONNECT_TIMEOUT).ok()?;
-    c.set_read_timeout(Some(CONNECT_TIMEOUT)).ok()?;
+/// the connect and command timeouts.
+pub(crate) fn presence_of(client: &redis::Client, room: &str) -> Option<Vec<(String, u64)>> {
+    let mut c = connect(client).ok()?;
     let entries: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(presence_key(room))
         .query(&mut c)

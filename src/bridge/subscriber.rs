@@ -17,9 +17,7 @@ use crate::history;
 use crate::memory::Memory;
 use crate::wire::Frame;
 
-use super::common::{
-    BACKOFF_CAP, BACKOFF_FIRST, CONNECT_TIMEOUT, EntryId, POLL, parse_id, set_up, stream_entries,
-};
+use super::common::{EntryId, POLL, Retry, connect, parse_id, set_up, stream_entries};
 use super::envelope::{
     CHANNEL_PREFIX, PRESENCE_TTL, channel, decode, instance_key, presence_key, stream,
 };
@@ -51,29 +49,20 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
+    /// Connects, subscribes and relays until the hub is gone; each loss
+    /// is retried at a deadline that room changes cannot move.
     pub(super) fn run(mut self) {
-        let mut backoff = BACKOFF_FIRST;
+        let mut retry = Retry::now();
         let mut first = true;
         loop {
-            // Room changes that came while disconnected still count.
-            loop {
-                match self.control.try_recv() {
-                    Ok(c) => {
-                        if !self.offline(c) {
-                            return;
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
-                }
+            // Room changes that come while disconnected still count.
+            if !self.wait_until(retry.at()) {
+                return;
             }
-            let conns = self
-                .client
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .and_then(|a| Ok((a, self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?)));
+            let conns = connect(&self.client).and_then(|a| Ok((a, connect(&self.client)?)));
             match conns {
                 Ok((mut pubsub, mut data)) => {
-                    backoff = BACKOFF_FIRST;
+                    retry.succeeded();
                     match self.subscribed(&mut pubsub, &mut data) {
                         Ended::Shutdown => return,
                         Ended::Lost(why) => {
@@ -83,28 +72,38 @@ impl Subscriber {
                 }
                 Err(e) => {
                     if first {
-                        warn!("redis bridge: subscriber cannot reach Redis: {e}; retrying");
+                        let at = self.client.get_connection_info().addr().to_string();
+                        warn!("redis bridge: subscriber cannot reach Redis at {at}: {e}; retrying");
                     }
-                    set_up(
-                        &self.stats.subscriber_up,
-                        false,
-                        "subscriber",
-                        &e.to_string(),
-                    );
+                    let why = e.to_string();
+                    set_up(&self.stats.subscriber_up, false, "subscriber", &why);
                 }
             }
             first = false;
-            // The backoff, cut short by shutdown.
-            match self.control.recv_timeout(backoff) {
-                Ok(c) => {
-                    if !self.offline(c) {
-                        return;
-                    }
+            retry.failed();
+        }
+    }
+
+    /// Applies room changes until `deadline` (at least those already
+    /// waiting); `false` when the hub is gone.
+    fn wait_until(&mut self, deadline: std::time::Instant) -> bool {
+        loop {
+            let c = if std::time::Instant::now() >= deadline {
+                match self.control.try_recv() {
+                    Ok(c) => c,
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => return false,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            } else {
+                match self.control.recv_deadline(deadline) {
+                    Ok(c) => c,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            };
+            if !self.offline(c) {
+                return false;
             }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
         }
     }
 
@@ -178,6 +177,11 @@ impl Subscriber {
             }
             if std::time::Instant::now() >= next_check {
                 next_check = std::time::Instant::now() + PRESENCE_TTL / 3;
+                // A Redis that stopped answering is found here (the
+                // pub/sub connection only ever waits).
+                if let Err(e) = redis::cmd("PING").query::<String>(data) {
+                    return Ended::Lost(e.to_string());
+                }
                 match self.check_instances(data) {
                     Ok(true) => {}
                     Ok(false) => return Ended::Shutdown,
@@ -189,33 +193,37 @@ impl Subscriber {
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => return Ended::Lost(e.to_string()),
             };
-            let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
-                continue;
-            };
-            let room: Arc<str> = room.into();
-            let payload = msg.get_payload_bytes();
-            let Some(newline) = payload.iter().position(|&b| b == b'\n') else {
-                continue;
-            };
-            if &payload[..newline] == b"p" {
-                if !self.remote_presence(room, &payload[newline + 1..]) {
-                    return Ended::Shutdown;
-                }
-                continue;
-            }
-            let id = std::str::from_utf8(&payload[..newline])
-                .ok()
-                .and_then(parse_id);
-            if let Some(id) = id.filter(|&id| id != (0, 0)) {
-                if self.last_seen.get(&room).is_some_and(|&seen| id <= seen) {
-                    continue;
-                }
-                self.last_seen.insert(room.clone(), id);
-            }
-            if !self.relay(room, &payload[newline + 1..]) {
+            if !self.on_message(&msg) {
                 return Ended::Shutdown;
             }
         }
+    }
+
+    /// One message on a room's channel: another instance's presence
+    /// change, or a chat message (skipped when its stream entry was seen
+    /// already, by a catch-up). `false` when the hub is gone.
+    fn on_message(&mut self, msg: &redis::Msg) -> bool {
+        let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
+            return true;
+        };
+        let room: Arc<str> = room.into();
+        let payload = msg.get_payload_bytes();
+        let Some(newline) = payload.iter().position(|&b| b == b'\n') else {
+            return true;
+        };
+        if &payload[..newline] == b"p" {
+            return self.remote_presence(room, &payload[newline + 1..]);
+        }
+        let id = std::str::from_utf8(&payload[..newline])
+            .ok()
+            .and_then(parse_id);
+        if let Some(id) = id.filter(|&id| id != (0, 0)) {
+            if self.last_seen.get(&room).is_some_and(|&seen| id <= seen) {
+                return true;
+            }
+            self.last_seen.insert(room.clone(), id);
+        }
+        self.relay(room, &payload[newline + 1..])
     }
 
     /// Another instance's client joined or left a room: told to the

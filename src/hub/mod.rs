@@ -279,17 +279,21 @@ impl Hub {
             return;
         };
         // With the bridge, a room new to this instance first gets its
-        // shared history from Redis; its first clients wait for it.
+        // shared history from Redis; its first clients wait for it (when
+        // the bridge is connected: otherwise they join at once).
         if let Some(bridge) = &self.bridge
             && !self.rooms.contains_key(&room)
         {
-            let waiting = self.parked.entry(room.clone()).or_default();
-            if waiting.is_empty() {
-                bridge.subscribe(room.clone());
+            if let Some(waiting) = self.parked.get_mut(&room) {
+                self.parked_in.insert(member.id, room);
+                waiting.push(member);
+                return;
             }
-            self.parked_in.insert(member.id, room);
-            waiting.push(member);
-            return;
+            if bridge.subscribe(room.clone()) {
+                self.parked_in.insert(member.id, room.clone());
+                self.parked.insert(room, vec![member]);
+                return;
+            }
         }
         self.join(room, member);
     }
@@ -297,8 +301,12 @@ impl Hub {
     /// The bridge's answer for a new room: its shared history becomes the
     /// local one, and the clients that waited join.
     fn backfilled(&mut self, room: Arc<str>, entries: Vec<(Frame, Message)>) {
+        let Some(waiting) = self.parked.remove(&room) else {
+            // Nobody waited for it (the bridge was down when the room
+            // began): the local history stands.
+            return;
+        };
         self.histories.replace(&room, entries);
-        let waiting = self.parked.remove(&room).unwrap_or_default();
         let (mut held, others): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|p| p.room == room);

@@ -204,10 +204,10 @@ impl Conn {
                 let local = self.shared.ask(|tx| Query::Room(name.clone(), tx));
                 // With Redis, who is there spans the instances.
                 let everywhere = self
-                    .config()
-                    .redis
-                    .as_deref()
-                    .and_then(|url| crate::bridge::presence_of(url, &name));
+                    .shared
+                    .bridge
+                    .get()
+                    .and_then(|bridge| bridge.presence_of(&name));
                 match (local, everywhere) {
                     (None, _) => None,
                     (Some(info), None) => Some(info.map(|i| i.to_json())),

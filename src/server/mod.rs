@@ -140,12 +140,19 @@ impl Server {
                 let inbox = shared.hub.clone();
                 let to_hub: crate::bridge::ToHub =
                     Box::new(move |m| inbox.send(HubMsg::Bridge(m)).is_ok());
-                Some(crate::bridge::start(url, to_hub, memory.clone(), history)?)
+                let ca = shared.config.redis_ca_file.as_deref();
+                Some(crate::bridge::start(
+                    url,
+                    ca,
+                    to_hub,
+                    memory.clone(),
+                    history,
+                )?)
             }
             None => None,
         };
         if let Some(bridge) = &bridge {
-            let _ = shared.bridge.set(bridge.stats().clone());
+            let _ = shared.bridge.set(bridge.view().clone());
         }
         // The lanes' threads start here, before `start` returns, so that a
         // caller counting threads sees all of the server's.

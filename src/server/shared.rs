@@ -38,7 +38,7 @@ pub(super) struct Shared {
     /// The memory budget every connection counts against.
     pub(super) memory: Arc<Memory>,
     /// The Redis bridge's state, when there is one.
-    pub(super) bridge: OnceLock<Arc<crate::bridge::Stats>>,
+    pub(super) bridge: OnceLock<crate::bridge::View>,
     pub(super) hub: Sender<HubMsg>,
     pub(super) stopping: AtomicBool,
     /// Shutdown has begun: `/healthz` says 503 and upgrades are refused,
@@ -71,7 +71,7 @@ pub(super) struct Live {
 impl Shared {
     /// With a Redis bridge: whether both of its connections are up.
     pub(super) fn redis_connected(&self) -> Option<bool> {
-        let stats = self.bridge.get()?;
+        let stats = &self.bridge.get()?.stats;
         Some(
             stats.publisher_up.load(Ordering::Acquire)
                 && stats.subscriber_up.load(Ordering::Acquire),
@@ -84,7 +84,8 @@ impl Shared {
         let (rooms, history) = self.ask(hub::Query::Totals).unwrap_or((0, None));
         let clients = self.clients.load(Ordering::Relaxed);
         let echo = self.echo_clients.load(Ordering::Relaxed);
-        let redis = self.bridge.get().map(|stats| {
+        let redis = self.bridge.get().map(|view| {
+            let stats = &view.stats;
             (
                 self.redis_connected().unwrap_or(false),
                 stats.published.load(Ordering::Relaxed),

@@ -266,10 +266,16 @@ pub struct ServeArgs {
     /// Messages older than this leave the history (an empty room's history goes too).
     #[arg(long, default_value_t = DEFAULT_HISTORY_AGE.into())]
     pub history_age: HumanDuration,
-    /// Share rooms with other instances through Redis: redis://HOST:PORT[/DB].
-    /// Several instances behind one address (an nginx upstream) then act as one hub.
+    /// Share rooms with other instances through Redis:
+    /// redis://[USER:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS.
+    /// Several instances behind one address (an nginx upstream) then act as
+    /// one hub. The password never appears in logs (shown as ***).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// With a rediss:// URL: trust the CA in this PEM file (a private CA)
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PATH", requires = "redis")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Require an HS256 token (JWT) signed with this file's secret for
     /// every upgrade: ?token=, Authorization: Bearer, or a bearer.<token>
     /// subprotocol. Tokens come from `wshub token`.
@@ -346,6 +352,7 @@ impl ServeArgs {
             history_bytes: bytes(self.history_bytes),
             history_age: self.history_age.into(),
             redis: self.redis.clone(),
+            redis_ca_file: self.redis_ca_file.clone(),
             // Read from --auth-secret-file by `serve`, which can report a failure.
             auth_secret: None,
             authorizer: None,
