@@ -127,8 +127,10 @@ impl Pair {
     /// Listeners first (B hears A, A hears B), then the talkers.
     fn talk(&mut self, room: &str) {
         let [a, b] = [0, 1].map(|i| self.servers[i].local_addr());
-        self.heard.push(listener(b, room, "a", self.last[0].clone()));
-        self.heard.push(listener(a, room, "b", self.last[1].clone()));
+        self.heard
+            .push(listener(b, room, "a", self.last[0].clone()));
+        self.heard
+            .push(listener(a, room, "b", self.last[1].clone()));
         self.talkers.push(talker(a, room, "a", self.stop.clone()));
         self.talkers.push(talker(b, room, "b", self.stop.clone()));
     }
@@ -224,7 +226,11 @@ fn a_redis_that_comes_up_after_the_instances_carries_a_talking_room_within_the_b
             first.saturating_duration_since(up)
         );
         // Nothing said once the bridges were up is missing.
-        let tail: Vec<usize> = heard.iter().map(|h| h.0).filter(|&i| i >= sent_at_up).collect();
+        let tail: Vec<usize> = heard
+            .iter()
+            .map(|h| h.0)
+            .filter(|&i| i >= sent_at_up)
+            .collect();
         assert_eq!(tail, (sent_at_up..sent).collect::<Vec<_>>(), "{what}");
     }
 }
@@ -248,13 +254,21 @@ fn a_flapping_redis_duplicates_nothing_keeps_each_senders_order_and_ends_reconne
     }
     let up = Instant::now();
     eventually("both bridges back", || pair.connected());
-    assert!(up.elapsed() <= RECOVERY, "reconnected after {:?}", up.elapsed());
+    assert!(
+        up.elapsed() <= RECOVERY,
+        "reconnected after {:?}",
+        up.elapsed()
+    );
     let sent_at_up = pair.talkers[0].sent.load(Ordering::Relaxed);
     wait_sent(&pair.talkers[0], sent_at_up + 20);
     for (side, (heard, sent)) in pair.finish().into_iter().enumerate() {
         let what = ["B hearing A", "A hearing B"][side];
         in_order(&heard, what);
-        let tail: Vec<usize> = heard.iter().map(|h| h.0).filter(|&i| i >= sent_at_up).collect();
+        let tail: Vec<usize> = heard
+            .iter()
+            .map(|h| h.0)
+            .filter(|&i| i >= sent_at_up)
+            .collect();
         assert_eq!(tail, (sent_at_up..sent).collect::<Vec<_>>(), "{what}");
     }
 }

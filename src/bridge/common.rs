@@ -66,6 +66,8 @@ pub(crate) fn masked(url: &str) -> String {
     format!("{scheme}{sep}{authority}{tail}")
 }
 
+const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+
 /// The Redis client for `url` (`redis://` or `rediss://`, with any
 /// credentials), trusting the CA in `ca_file` (PEM) for `rediss://` when
 /// one is given and the system's roots otherwise. Errors show the URL
@@ -82,6 +84,15 @@ pub(crate) fn open(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, S
     }
     let pem = std::fs::read(ca_file)
         .map_err(|e| format!("--redis-ca-file {}: {e}", ca_file.display()))?;
+    if !pem
+        .windows(CERTIFICATE.len())
+        .any(|w| w == CERTIFICATE.as_bytes())
+    {
+        return Err(format!(
+            "--redis-ca-file {}: no PEM certificate in it",
+            ca_file.display()
+        ));
+    }
     let certs = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem),
@@ -178,4 +189,26 @@ pub(super) fn stream_entries(reply: &Value) -> Vec<(EntryId, Vec<u8>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn masked_urls_show_no_password() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@h:1/2", "redis://:***@h:1/2"),
+            ("rediss://user:p@ss:w@h:1", "rediss://user:***@h:1"),
+            ("redis://user@h:1", "redis://user@h:1"),
+            (
+                "redis://h:1/0?password=x&db=1",
+                "redis://h:1/0?password=***&db=1",
+            ),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(masked(url), shown, "{url}");
+        }
+    }
 }

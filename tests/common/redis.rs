@@ -117,14 +117,19 @@ impl Redis {
 
     /// The URL with `user:password@` in it.
     pub fn url_as(&self, user: &str, password: &str) -> String {
-        self.url().replacen("://", &format!("://{user}:{password}@"), 1)
+        self.url()
+            .replacen("://", &format!("://{user}:{password}@"), 1)
     }
 
     /// `redis-cli` output lines (none when the server does not answer).
     pub fn cli(&self, args: &[&str]) -> Vec<String> {
         let tls: Vec<String> = match &self.setup.tls {
             None => Vec::new(),
-            Some(tls) => vec!["--tls".into(), "--cacert".into(), tls.ca.display().to_string()],
+            Some(tls) => vec![
+                "--tls".into(),
+                "--cacert".into(),
+                tls.ca.display().to_string(),
+            ],
         };
         Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])

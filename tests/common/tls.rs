@@ -53,7 +53,14 @@ pub fn certs(dir: &Path, prefix: &str) -> Certs {
     .expect("write the extensions");
     run(Command::new("openssl")
         .current_dir(dir)
-        .args(["x509", "-req", "-in", &name("server.csr"), "-CA", &name("ca.pem")])
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            &name("server.csr"),
+            "-CA",
+            &name("ca.pem"),
+        ])
         .args(["-CAkey", &name("ca.key"), "-CAcreateserial", "-days", "2"])
         .args(["-extfile", &name("server.ext"), "-out", &name("server.pem")]));
     Certs {
