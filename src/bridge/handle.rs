@@ -120,7 +120,7 @@ impl View {
     /// `None` when Redis cannot be asked.
     pub(crate) fn presence_of(&self, room: &str) -> Option<Vec<(String, u64)>> {
         #[cfg(feature = "redis")]
-        return super::start::presence_of(&self.client, room);
+        return super::lookup::presence_of(&self.client, room);
         #[cfg(not(feature = "redis"))]
         {
             let _ = room;

@@ -43,6 +43,8 @@ mod common;
 mod envelope;
 mod handle;
 #[cfg(feature = "redis")]
+mod lookup;
+#[cfg(feature = "redis")]
 mod publisher;
 #[cfg(feature = "redis")]
 mod start;

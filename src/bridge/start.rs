@@ -1,7 +1,6 @@
-//! Starting the bridge (its URL checked, its two threads), and the one
-//! query made from an HTTP thread: who is in a room on every instance.
+//! Starting the bridge: its URL checked, its two threads.
 //!
-//! May touch: Redis connections of its own (for `presence_of`).
+//! May touch: nothing but what it starts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +8,8 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, unbounded};
 use log::info;
 
-use super::common::{connect, masked, open};
-use super::envelope::{PUBLISH_QUEUE, instance_key, presence_key};
+use super::common::{masked, open};
+use super::envelope::PUBLISH_QUEUE;
 use super::handle::{Bridge, Rooms, Stats, ToHub, View};
 use super::publisher::Publisher;
 use super::subscriber::Subscriber;
@@ -83,51 +82,4 @@ pub(crate) fn start(
         view,
         threads,
     })
-}
-
-/// Who is in `room` on every instance that is alive (its heartbeat key
-/// exists), as names and join times; `None` when Redis cannot be asked
-/// (then the local answer stands). On the caller's thread, bounded by
-/// the connect and command timeouts.
-pub(crate) fn presence_of(client: &redis::Client, room: &str) -> Option<Vec<(String, u64)>> {
-    let mut c = connect(client).ok()?;
-    let entries: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(presence_key(room))
-        .query(&mut c)
-        .ok()?;
-    let mut alive: HashMap<String, bool> = HashMap::new();
-    let mut out = Vec::new();
-    for (field, entry) in entries {
-        let Some((instance, _)) = field.split_once(':') else {
-            continue;
-        };
-        let live = match alive.get(instance) {
-            Some(&live) => live,
-            None => {
-                let live = redis::cmd("EXISTS")
-                    .arg(instance_key(instance))
-                    .query::<i64>(&mut c)
-                    .ok()?
-                    > 0;
-                alive.insert(instance.to_string(), live);
-                live
-            }
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry) else {
-            continue;
-        };
-        if !live {
-            // A crashed instance's entry: tidied up by whoever sees it.
-            let _ = redis::cmd("HDEL")
-                .arg(presence_key(room))
-                .arg(&field)
-                .query::<i64>(&mut c);
-            continue;
-        }
-        if let (Some(name), Some(joined)) = (v["name"].as_str(), v["joined_ms"].as_u64()) {
-            out.push((name.to_string(), joined));
-        }
-    }
-    out.sort_by_key(|m| m.1);
-    Some(out)
 }
