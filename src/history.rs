@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::Message;
 
-use crate::wire::Frame;
+use crate::session::wire::Frame;
 
 /// How much each room keeps.
 #[derive(Debug, Clone, Copy)]

@@ -40,32 +40,26 @@
 
 #![warn(missing_docs)]
 
-mod assets;
 pub mod auth;
 mod bridge;
+mod client;
 mod config;
-mod connection;
 mod deflate;
-mod dial;
 mod error;
-mod fanout;
-pub mod file_frame;
-mod handshake;
 mod history;
 mod http;
 mod hub;
 mod id;
-mod member;
 mod memory;
 mod metrics;
-mod outbox;
 mod presence;
 mod random;
 mod rate;
 mod server;
 mod session;
-mod wire;
 
+pub use client::Connection;
+pub use client::{ConnectOptions, Dialed, dial};
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL,
     DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_EVENT_QUEUE, DEFAULT_HEAD_TIMEOUT, DEFAULT_HISTORY,
@@ -75,9 +69,7 @@ pub use config::{
     DEFAULT_READ_BUFFER_BYTES, DEFAULT_SEND_QUEUE, DEFAULT_SEND_QUEUE_BYTES,
     DEFAULT_THREAD_STACK_BYTES, DEFAULT_WRITE_TIMEOUT, default_max_buffered_bytes,
 };
-pub use connection::Connection;
 pub use crossbeam_channel::Receiver;
-pub use dial::{ConnectOptions, Dialed, dial};
 pub use error::{Error, Result};
 pub use hub::Event;
 pub use id::ClientId;

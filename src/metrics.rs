@@ -114,7 +114,7 @@ pub(crate) struct Metrics {
     echo_received: Pair,
     /// Counted by each lane, once per burst: one pair per lane, each
     /// written by its lane's thread alone.
-    delivered: [Pair; crate::fanout::MAX_LANES],
+    delivered: [Pair; crate::hub::fanout::MAX_LANES],
     /// Counted by the echo sessions' readers.
     echo_delivered: Pair,
     deliveries_refused: AtomicU64,

@@ -175,7 +175,7 @@ fn hostile_file_names_stay_inside_save_dir() {
     joined(&events, 1);
     let mut evil = ws(addr, "/ws/h");
     for name in ["../x", "..", "/etc/passwd-copy", "..\\..\\y"] {
-        evil.send(Message::binary(wshub::file_frame::encode(name, b"payload")))
+        evil.send(Message::binary(file_message(name, b"payload")))
             .unwrap();
         receiver.err_line("saved ");
     }
@@ -404,4 +404,14 @@ fn client_compression_negotiates_and_chats() {
     assert_eq!(m.get("wshub_deflate_messages_total{direction=out}"), 1.0);
     alice.end_stdin();
     bob.end_stdin();
+}
+
+/// The chat's file message, as the page builds it: `[u16 LE name
+/// length][name][bytes]` (laid out here, independently of the binary).
+fn file_message(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(name.len()).expect("a short name");
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(bytes);
+    out
 }

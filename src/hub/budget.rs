@@ -8,7 +8,7 @@ use log::warn;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Hub;
-use crate::member::Member;
+use crate::hub::member::Member;
 use crate::session::close_frame;
 
 impl Hub {

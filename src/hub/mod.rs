@@ -8,7 +8,7 @@
 //! the order they happened (gorilla gets that from unbuffered channels).
 //!
 //! The hub never blocks on a client: delivery is an offer to each member's
-//! [`Outbox`](crate::outbox), which queues it or refuses it without
+//! [`Outbox`](crate::session::outbox), which queues it or refuses it without
 //! waiting. A member whose outbox is full (in messages or bytes) is evicted
 //! — removed from its room and asked, through the outbox's close signal, to
 //! close with 1008 — and everyone else carries on. A frame is
@@ -20,6 +20,8 @@
 
 mod budget;
 mod event;
+pub(crate) mod fanout;
+pub(crate) mod member;
 mod rooms;
 
 pub use event::Event;
@@ -34,15 +36,15 @@ use tungstenite::protocol::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::bridge::{Bridge, FromBridge, RemoteClient};
-pub(crate) use crate::fanout::Lanes;
-use crate::fanout::{Delivery, LaneMembers};
 use crate::history::{self, Histories};
+pub(crate) use crate::hub::fanout::Lanes;
+use crate::hub::fanout::{Delivery, LaneMembers};
+pub(crate) use crate::hub::member::{Limits, Member};
 pub(crate) use crate::id::ClientId;
-pub(crate) use crate::member::{Limits, Member};
 use crate::memory::Memory;
 use crate::presence;
 use crate::session::close_frame;
-use crate::wire::Frame;
+use crate::session::wire::Frame;
 
 /// What the hub is told.
 pub(crate) enum HubMsg {

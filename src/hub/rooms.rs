@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use super::{Hub, Query, present};
-use crate::fanout::Delivery;
-use crate::member::Member;
-use crate::outbox::Burst;
+use crate::hub::fanout::Delivery;
+use crate::hub::member::Member;
 use crate::presence;
+use crate::session::outbox::Burst;
 
 impl Hub {
     pub(super) fn members(&self, room: &str) -> impl Iterator<Item = &Member> {

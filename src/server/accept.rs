@@ -19,7 +19,7 @@ use super::conn::Conn;
 use super::shared::Shared;
 use crate::http;
 use crate::id::ClientId;
-use crate::wire::Wire;
+use crate::session::wire::Wire;
 
 /// Binds every address of the configuration, `addr` first, with the
 /// configured backlog. An IPv6 address is bound IPv6-only when an IPv4

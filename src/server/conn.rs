@@ -17,11 +17,11 @@ use super::budget::Registered;
 use super::shared::Shared;
 use crate::Config;
 use crate::auth::{Access, Grant};
-use crate::handshake;
 use crate::http::{self, HeadError, Rejection, Route};
 use crate::hub::Query;
 use crate::id::ClientId;
-use crate::wire::Wire;
+use crate::server::handshake;
+use crate::session::wire::Wire;
 
 /// One accepted connection, on its own thread.
 pub(super) struct Conn {

@@ -22,8 +22,10 @@
 //! wait for their threads.
 
 mod accept;
+pub(crate) mod assets;
 mod budget;
 mod conn;
+pub(crate) mod handshake;
 mod shared;
 mod upgrade;
 
@@ -39,14 +41,14 @@ use crossbeam_channel::{Receiver, bounded};
 use log::{debug, info, warn};
 use tungstenite::protocol::{Message, Role, WebSocketConfig};
 
-use crate::assets::Assets;
-use crate::handshake::Policy;
 use crate::http;
 use crate::hub::{self, Event, HubMsg, Limits};
 use crate::memory::Memory;
 use crate::metrics::Metrics;
-use crate::outbox::Bound;
-use crate::wire::Frame;
+use crate::server::assets::Assets;
+use crate::server::handshake::Policy;
+use crate::session::outbox::Bound;
+use crate::session::wire::Frame;
 use crate::{Config, Error, Result};
 
 /// Capacity of the hub's inbox. Readers block when it is full, which slows

@@ -16,14 +16,14 @@ use crossbeam_channel::{Sender, bounded};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::Config;
-use crate::assets::Assets;
 use crate::auth::Gate;
-use crate::handshake::Policy;
 use crate::hub::{self, HubMsg};
 use crate::memory::Memory;
 use crate::metrics::{self, Metrics};
-use crate::outbox::Bound;
-use crate::wire::Wire;
+use crate::server::assets::Assets;
+use crate::server::handshake::Policy;
+use crate::session::outbox::Bound;
+use crate::session::wire::Wire;
 
 pub(super) struct Shared {
     pub(super) config: Config,

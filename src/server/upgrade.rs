@@ -23,17 +23,17 @@ use tungstenite::protocol::{Message, Role, WebSocketContext};
 use super::budget::{Admission, Full, Registered};
 use super::conn::Conn;
 use crate::deflate::{self, Inflater};
-use crate::handshake;
 use crate::http::Rejection;
 use crate::hub::HubMsg;
+use crate::hub::member::{Join, Member};
 use crate::id::ClientId;
-use crate::member::{Join, Member};
 use crate::metrics::{Metrics, Side};
-use crate::outbox::{self, Outbox};
 use crate::presence;
 use crate::rate::{Bucket, RATE_LIMIT};
+use crate::server::handshake;
+use crate::session::outbox::{self, Outbox};
+use crate::session::wire::Frame;
 use crate::session::{self, Ending, Handlers, Parts, Stop, Timing, close_frame};
-use crate::wire::Frame;
 
 impl Conn {
     /// Refuses the upgrade (counted as a refused handshake).

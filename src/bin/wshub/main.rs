@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod file_frame;
 
 use std::process::ExitCode;
 

@@ -22,7 +22,9 @@ use signal_hook::iterator::Signals;
 
 use super::ClientArgs;
 use wshub::Ending;
-use wshub::{CloseCode, ConnectOptions, Connection, Message, file_frame};
+use wshub::{CloseCode, ConnectOptions, Connection, Message};
+
+use crate::file_frame;
 
 const FAILED: u8 = 1;
 const ABNORMAL_CLOSE: u8 = 3;

@@ -29,11 +29,11 @@ use crossbeam_channel::{Sender, unbounded};
 use log::{debug, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::hub::member::{Limits, Member};
 use crate::id::ClientId;
-use crate::member::{Limits, Member};
 use crate::metrics::Metrics;
-use crate::outbox::{Burst, Refused};
 use crate::session::close_frame;
+use crate::session::outbox::{Burst, Refused};
 
 /// Most lanes, whatever the CPU count.
 pub(crate) const MAX_LANES: usize = 4;

@@ -19,11 +19,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use crate::client::dial::{ConnectOptions, Dialed, dial};
 use crate::deflate::{self, Inflater};
-use crate::dial::{ConnectOptions, Dialed, dial};
-use crate::outbox::{self, Bound, Outbox};
+use crate::session::outbox::{self, Bound, Outbox};
+use crate::session::wire::{Frame, Wire};
 use crate::session::{self, Ending, Handlers, Parts, Spawn, Timing, close_frame};
-use crate::wire::{Frame, Wire};
 use crate::{Error, Result};
 
 /// One open WebSocket connection. All methods take `&self`; share it

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::id::ClientId;
-use crate::outbox::Outbox;
+use crate::session::outbox::Outbox;
 
 /// A connection as the hub sees it.
 #[derive(Clone)]

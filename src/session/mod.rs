@@ -44,6 +44,9 @@
 //! May touch: the connection's `Wire`, its outbox, its context; what a
 //! message means is the caller's (`on_message`).
 
+pub(crate) mod outbox;
+pub(crate) mod wire;
+
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -57,8 +60,8 @@ use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, WebSocketConte
 use crate::deflate::Inflater;
 use crate::error::is_timeout;
 use crate::memory::{Memory, Refusal, Tracker};
-use crate::outbox::{Mailbox, Out, Outbox};
-use crate::wire::{Frame, MAX_BATCH, Wire};
+use crate::session::outbox::{Mailbox, Out, Outbox};
+use crate::session::wire::{Frame, MAX_BATCH, Wire};
 
 /// A batch of at least this many frames means the connection is busy.
 const YIELD_AFTER: usize = 16;
@@ -501,11 +504,11 @@ fn write_loop(wire: &Wire, mailbox: Mailbox, timing: Timing) -> Option<String> {
     let mut wait = mailbox.waiter();
     // After our Close: wait for the reader to see the answer and exit.
     // Entries still arriving are dropped: nothing goes after a Close.
-    let linger = |wait: &mut crate::outbox::Waiter| {
+    let linger = |wait: &mut crate::session::outbox::Waiter| {
         let deadline = after(timing.close_timeout);
         while !mailbox.is_reader_done() && wait.next(deadline).is_ok() {}
     };
-    let close_and_wait = |close: CloseFrame, wait: &mut crate::outbox::Waiter| {
+    let close_and_wait = |close: CloseFrame, wait: &mut crate::session::outbox::Waiter| {
         if let Ok(true) = wire.send_close(Some(&close)) {
             linger(wait);
         }
