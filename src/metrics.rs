@@ -5,13 +5,24 @@
 //! bump as they go: readers per message received, each fan-out lane once
 //! per burst (not per delivery), the connection thread per refusal, the
 //! reader per close. Nothing here locks, allocates or makes a system call
-//! on those paths; rendering (`render`) does all of that, once per scrape,
-//! and reads the rest — rooms, history, the Redis bridge, threads, file
-//! descriptors, RSS — from where it already lives.
+//! on those paths; each lane has a pair of counters on a cache line of its
+//! own, written by that lane's thread alone ([`LANES`] of them: a number
+//! this module owns, and which `hub::fanout` checks its lane count against;
+//! nothing here imports the hub).
+//!
+//! Rendering (`render`) allocates and reads `/proc`, once per scrape. It is
+//! one loop over [`FAMILIES`], a table of every metric family in the order
+//! of the exposition: name, type, help, and how to read its samples from
+//! the counters, from the [`Snapshot`] of what lives elsewhere (clients,
+//! rooms, history, the memory budget, the Redis bridge) and from the
+//! process (threads, file descriptors, RSS). [`Samples`] writes them: the
+//! `# HELP` and `# TYPE` lines before a family's first sample, then one
+//! line per sample, labels in the order given.
 //!
 //! Invariants: counters only grow; every series has a `# HELP` and a
-//! `# TYPE` line; names carry the `wshub_` prefix, base units (bytes,
-//! seconds) and `_total` for counters.
+//! `# TYPE` line, and a family without samples (Redis or history off) is
+//! left out whole; names carry the `wshub_` prefix, base units (bytes,
+//! seconds) and `_total` for counters (and only for them).
 //!
 //! May touch: its own atomics; `/proc/self` when rendering.
 
@@ -20,6 +31,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The `Content-Type` of the exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Fan-out lanes counted apart, each on a pair of counters of its own: the
+/// most lanes the hub may run (`hub::fanout` checks its `MAX_LANES` against
+/// this when it compiles).
+pub(crate) const LANES: usize = 4;
 
 /// HTTP statuses counted by name; any other is counted as `other`.
 const STATUSES: [u16; 13] = [
@@ -114,7 +130,7 @@ pub(crate) struct Metrics {
     echo_received: Pair,
     /// Counted by each lane, once per burst: one pair per lane, each
     /// written by its lane's thread alone.
-    delivered: [Pair; crate::hub::fanout::MAX_LANES],
+    delivered: [Pair; LANES],
     /// Counted by the echo sessions' readers.
     echo_delivered: Pair,
     deliveries_refused: AtomicU64,
@@ -273,31 +289,309 @@ pub(crate) struct Snapshot {
     pub draining: bool,
 }
 
-/// One metric family's `# HELP` and `# TYPE` lines.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// A family's `# TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
 }
 
-fn sample(out: &mut String, name: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{name} {value}");
+use Kind::{Counter, Gauge};
+
+/// How a family reads its samples at scrape time (none: the family is
+/// left out).
+type Read = fn(&Scrape, &mut Samples);
+
+/// A metric family: its name, type, help, and how to read its samples.
+type Family = (&'static str, Kind, &'static str, Read);
+
+/// Every family, in the order of the exposition.
+static FAMILIES: &[Family] = &[
+    (
+        "wshub_build_info",
+        Gauge,
+        "Always 1; the version of this build in the label.",
+        |_, o| o.labelled(&[("version", env!("CARGO_PKG_VERSION"))], 1),
+    ),
+    (
+        "wshub_clients",
+        Gauge,
+        "Open WebSocket connections, by endpoint.",
+        |s, o| {
+            o.labelled(&[("endpoint", "ws")], s.snap.chat_clients as u64);
+            o.labelled(&[("endpoint", "echo")], s.snap.echo_clients as u64);
+        },
+    ),
+    (
+        "wshub_rooms",
+        Gauge,
+        "Rooms with clients on this instance.",
+        |s, o| o.one(s.snap.rooms as u64),
+    ),
+    (
+        "wshub_draining",
+        Gauge,
+        "1 once shutdown has begun (/healthz answers 503).",
+        |s, o| o.one(u64::from(s.snap.draining)),
+    ),
+    (
+        "wshub_upgrades_total",
+        Counter,
+        "WebSocket handshakes completed.",
+        |s, o| o.one(load(&s.m.upgrades)),
+    ),
+    (
+        "wshub_messages_received_total",
+        Counter,
+        "Text and binary messages read from clients (/ws and /echo).",
+        |s, o| o.one(load(&s.m.received.count) + load(&s.m.echo_received.count)),
+    ),
+    (
+        "wshub_received_bytes_total",
+        Counter,
+        "Payload bytes of the messages read from clients.",
+        |s, o| o.one(load(&s.m.received.bytes) + load(&s.m.echo_received.bytes)),
+    ),
+    (
+        "wshub_messages_delivered_total",
+        Counter,
+        "Messages handed to clients' send queues (one per receiver).",
+        |s, o| o.one(s.delivered(|p| &p.count)),
+    ),
+    (
+        "wshub_delivered_bytes_total",
+        Counter,
+        "Frame bytes of the messages handed to clients' send queues.",
+        |s, o| o.one(s.delivered(|p| &p.bytes)),
+    ),
+    (
+        "wshub_deliveries_refused_total",
+        Counter,
+        "Deliveries refused because the receiver's send queue was full.",
+        |s, o| o.one(load(&s.m.deliveries_refused)),
+    ),
+    (
+        "wshub_evicted_queue_full_total",
+        Counter,
+        "Clients closed with 1008 because their send queue was full.",
+        |s, o| o.one(load(&s.m.evicted_queue_full)),
+    ),
+    (
+        "wshub_ping_timeouts_total",
+        Counter,
+        "Clients closed because they answered no ping within the pong timeout.",
+        |s, o| o.one(load(&s.m.ping_timeouts)),
+    ),
+    (
+        "wshub_rate_limited_total",
+        Counter,
+        "Clients closed with 1008 for sending faster than --max-messages-per-second.",
+        |s, o| o.one(load(&s.m.rate_limited)),
+    ),
+    (
+        "wshub_deflate_negotiated_total",
+        Counter,
+        "Connections that agreed to permessage-deflate.",
+        |s, o| o.one(load(&s.m.deflate_negotiated)),
+    ),
+    (
+        "wshub_deflate_messages_total",
+        Counter,
+        "Messages deflated for sending (once per broadcast) and compressed messages received.",
+        |s, o| {
+            o.labelled(&[("direction", "out")], load(&s.m.deflated_out.count));
+            o.labelled(&[("direction", "in")], load(&s.m.inflated_in.count));
+        },
+    ),
+    (
+        "wshub_deflate_bytes_total",
+        Counter,
+        "Payload bytes of compressed messages, before (uncompressed) and after (compressed) deflate, by direction.",
+        |s, o| {
+            let m = s.m;
+            for (direction, uncompressed, compressed) in [
+                ("out", &m.deflated_out_before, &m.deflated_out.bytes),
+                ("in", &m.inflated_in_after, &m.inflated_in.bytes),
+            ] {
+                for (stage, n) in [("uncompressed", uncompressed), ("compressed", compressed)] {
+                    o.labelled(&[("direction", direction), ("stage", stage)], load(n));
+                }
+            }
+        },
+    ),
+    (
+        "wshub_http_refused_total",
+        Counter,
+        "HTTP requests answered with an error status, by status.",
+        |s, o| o.each(&[], "status", &s.m.http_refused),
+    ),
+    (
+        "wshub_handshakes_refused_total",
+        Counter,
+        "WebSocket upgrade requests refused, by HTTP status.",
+        |s, o| o.each(&[], "status", &s.m.handshakes_refused),
+    ),
+    (
+        "wshub_closes_total",
+        Counter,
+        "WebSocket connections ended, by close code and by who closed (1005: no code, 1006: dropped).",
+        |s, o| {
+            o.each(&[("by", "peer")], "code", &s.m.closed_by_peer);
+            o.each(&[("by", "server")], "code", &s.m.closed_by_server);
+        },
+    ),
+    (
+        "wshub_buffered_bytes",
+        Gauge,
+        "Bytes held for clients now (messages being read, frames queued).",
+        |s, o| o.one(s.snap.buffered.0 as u64),
+    ),
+    (
+        "wshub_buffered_bytes_limit",
+        Gauge,
+        "The memory budget for buffered bytes (--max-buffered-bytes).",
+        |s, o| o.one(s.snap.buffered.1 as u64),
+    ),
+    (
+        "wshub_memory_refused_total",
+        Counter,
+        "Connections closed with 1013 because a message would exceed the memory budget.",
+        |s, o| o.one(s.snap.memory_refused),
+    ),
+    (
+        "wshub_memory_evicted_total",
+        Counter,
+        "Clients closed with 1008 because queued frames exceeded the memory budget.",
+        |s, o| o.one(s.snap.memory_evicted),
+    ),
+    (
+        "wshub_history_messages",
+        Gauge,
+        "Messages kept in room histories.",
+        |s, o| o.maybe(s.snap.history.map(|(entries, _)| entries as u64)),
+    ),
+    (
+        "wshub_history_bytes",
+        Gauge,
+        "Frame bytes kept in room histories.",
+        |s, o| o.maybe(s.snap.history.map(|(_, bytes)| bytes as u64)),
+    ),
+    (
+        "wshub_redis_connected",
+        Gauge,
+        "1 while both of the Redis bridge's connections are up.",
+        |s, o| o.maybe(s.snap.redis.map(|r| u64::from(r.0))),
+    ),
+    (
+        "wshub_redis_published_total",
+        Counter,
+        "Messages published to Redis for other instances.",
+        |s, o| o.maybe(s.snap.redis.map(|r| r.1)),
+    ),
+    (
+        "wshub_redis_received_total",
+        Counter,
+        "Messages received from other instances through Redis.",
+        |s, o| o.maybe(s.snap.redis.map(|r| r.2)),
+    ),
+    (
+        "wshub_redis_dropped_total",
+        Counter,
+        "Messages that did not cross instances (queue full, Redis away too long).",
+        |s, o| o.maybe(s.snap.redis.map(|r| r.3)),
+    ),
+    (
+        "wshub_process_threads",
+        Gauge,
+        "Threads of the process.",
+        |s, o| o.one(s.process.threads),
+    ),
+    (
+        "wshub_process_open_fds",
+        Gauge,
+        "Open file descriptors of the process.",
+        |s, o| o.one(s.process.fds),
+    ),
+    (
+        "wshub_process_resident_memory_bytes",
+        Gauge,
+        "Resident set size of the process.",
+        |s, o| o.one(s.process.rss),
+    ),
+];
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }
 
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, kind, help);
-    sample(out, name, value);
+/// What one scrape reads from.
+struct Scrape<'a> {
+    m: &'a Metrics,
+    snap: &'a Snapshot,
+    process: Process,
 }
 
-fn labelled<const N: usize>(
-    out: &mut String,
-    name: &str,
-    label: &str,
-    help: &str,
-    counts: &Labelled<N>,
-) {
-    family(out, name, "counter", help);
-    for (key, n) in counts.each() {
-        let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
+impl Scrape<'_> {
+    /// One field of the delivered pairs, summed over the lanes and echo.
+    fn delivered(&self, field: fn(&Pair) -> &AtomicU64) -> u64 {
+        let lanes: u64 = self.m.delivered.iter().map(|p| load(field(p))).sum();
+        lanes + load(field(&self.m.echo_delivered))
+    }
+}
+
+/// One family's samples being written: its `# HELP` and `# TYPE` lines go
+/// out with the first sample, so a family without samples is left out.
+struct Samples<'a> {
+    out: &'a mut String,
+    family: &'a Family,
+    started: bool,
+}
+
+impl Samples<'_> {
+    /// The family's only sample, unlabelled.
+    fn one(&mut self, value: u64) {
+        self.labelled(&[], value);
+    }
+
+    /// `one`, or nothing (the family left out) for `None`.
+    fn maybe(&mut self, value: Option<u64>) {
+        if let Some(value) = value {
+            self.one(value);
+        }
+    }
+
+    /// A sample for each of `counts`' label values, `label="value"` after
+    /// the `fixed` labels.
+    fn each<const N: usize>(&mut self, fixed: &[(&str, &str)], label: &str, counts: &Labelled<N>) {
+        for (key, n) in counts.each() {
+            let mut labels = fixed.to_vec();
+            labels.push((label, &key));
+            self.labelled(&labels, n);
+        }
+    }
+
+    /// A sample with `labels` (none: the bare name).
+    fn labelled(&mut self, labels: &[(&str, &str)], value: u64) {
+        let (name, kind, help, _) = *self.family;
+        let out = &mut *self.out;
+        if !self.started {
+            self.started = true;
+            let kind = match kind {
+                Counter => "counter",
+                Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        }
+        out.push_str(name);
+        for (i, (key, label)) in labels.iter().enumerate() {
+            let open = if i == 0 { '{' } else { ',' };
+            let _ = write!(out, "{open}{key}=\"{label}\"");
+        }
+        if !labels.is_empty() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
     }
 }
 
@@ -305,280 +599,25 @@ impl Metrics {
     /// The whole exposition: these counters, `snap`, and the process's
     /// threads, file descriptors and RSS.
     pub(crate) fn render(&self, snap: &Snapshot) -> String {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let sum = |a: &AtomicU64, b: &AtomicU64| load(a) + load(b);
-        let lanes =
-            |f: fn(&Pair) -> &AtomicU64| self.delivered.iter().map(|p| load(f(p))).sum::<u64>();
+        self.exposition(snap, Process::read())
+    }
+
+    /// `render`, with what the kernel said of the process.
+    fn exposition(&self, snap: &Snapshot, process: Process) -> String {
+        let scrape = Scrape {
+            m: self,
+            snap,
+            process,
+        };
         let mut out = String::with_capacity(8192);
-        family(
-            &mut out,
-            "wshub_build_info",
-            "gauge",
-            "Always 1; the version of this build in the label.",
-        );
-        let _ = writeln!(
-            out,
-            "wshub_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        family(
-            &mut out,
-            "wshub_clients",
-            "gauge",
-            "Open WebSocket connections, by endpoint.",
-        );
-        let _ = writeln!(
-            out,
-            "wshub_clients{{endpoint=\"ws\"}} {}",
-            snap.chat_clients
-        );
-        let _ = writeln!(
-            out,
-            "wshub_clients{{endpoint=\"echo\"}} {}",
-            snap.echo_clients
-        );
-        single(
-            &mut out,
-            "wshub_rooms",
-            "gauge",
-            "Rooms with clients on this instance.",
-            snap.rooms,
-        );
-        single(
-            &mut out,
-            "wshub_draining",
-            "gauge",
-            "1 once shutdown has begun (/healthz answers 503).",
-            u8::from(snap.draining),
-        );
-        single(
-            &mut out,
-            "wshub_upgrades_total",
-            "counter",
-            "WebSocket handshakes completed.",
-            load(&self.upgrades),
-        );
-        single(
-            &mut out,
-            "wshub_messages_received_total",
-            "counter",
-            "Text and binary messages read from clients (/ws and /echo).",
-            sum(&self.received.count, &self.echo_received.count),
-        );
-        single(
-            &mut out,
-            "wshub_received_bytes_total",
-            "counter",
-            "Payload bytes of the messages read from clients.",
-            sum(&self.received.bytes, &self.echo_received.bytes),
-        );
-        single(
-            &mut out,
-            "wshub_messages_delivered_total",
-            "counter",
-            "Messages handed to clients' send queues (one per receiver).",
-            lanes(|p| &p.count) + load(&self.echo_delivered.count),
-        );
-        single(
-            &mut out,
-            "wshub_delivered_bytes_total",
-            "counter",
-            "Frame bytes of the messages handed to clients' send queues.",
-            lanes(|p| &p.bytes) + load(&self.echo_delivered.bytes),
-        );
-        single(
-            &mut out,
-            "wshub_deliveries_refused_total",
-            "counter",
-            "Deliveries refused because the receiver's send queue was full.",
-            load(&self.deliveries_refused),
-        );
-        single(
-            &mut out,
-            "wshub_evicted_queue_full_total",
-            "counter",
-            "Clients closed with 1008 because their send queue was full.",
-            load(&self.evicted_queue_full),
-        );
-        single(
-            &mut out,
-            "wshub_ping_timeouts_total",
-            "counter",
-            "Clients closed because they answered no ping within the pong timeout.",
-            load(&self.ping_timeouts),
-        );
-        single(
-            &mut out,
-            "wshub_rate_limited_total",
-            "counter",
-            "Clients closed with 1008 for sending faster than --max-messages-per-second.",
-            load(&self.rate_limited),
-        );
-        single(
-            &mut out,
-            "wshub_deflate_negotiated_total",
-            "counter",
-            "Connections that agreed to permessage-deflate.",
-            load(&self.deflate_negotiated),
-        );
-        family(
-            &mut out,
-            "wshub_deflate_messages_total",
-            "counter",
-            "Messages deflated for sending (once per broadcast) and compressed messages received.",
-        );
-        let _ = writeln!(
-            out,
-            "wshub_deflate_messages_total{{direction=\"out\"}} {}",
-            load(&self.deflated_out.count)
-        );
-        let _ = writeln!(
-            out,
-            "wshub_deflate_messages_total{{direction=\"in\"}} {}",
-            load(&self.inflated_in.count)
-        );
-        family(
-            &mut out,
-            "wshub_deflate_bytes_total",
-            "counter",
-            "Payload bytes of compressed messages, before (uncompressed) and after (compressed) deflate, by direction.",
-        );
-        for (direction, uncompressed, compressed) in [
-            ("out", &self.deflated_out_before, &self.deflated_out.bytes),
-            ("in", &self.inflated_in_after, &self.inflated_in.bytes),
-        ] {
-            for (stage, n) in [("uncompressed", uncompressed), ("compressed", compressed)] {
-                let _ = writeln!(
-                    out,
-                    "wshub_deflate_bytes_total{{direction=\"{direction}\",stage=\"{stage}\"}} {}",
-                    load(n)
-                );
-            }
+        for family in FAMILIES {
+            let mut samples = Samples {
+                out: &mut out,
+                family,
+                started: false,
+            };
+            (family.3)(&scrape, &mut samples);
         }
-        labelled(
-            &mut out,
-            "wshub_http_refused_total",
-            "status",
-            "HTTP requests answered with an error status, by status.",
-            &self.http_refused,
-        );
-        labelled(
-            &mut out,
-            "wshub_handshakes_refused_total",
-            "status",
-            "WebSocket upgrade requests refused, by HTTP status.",
-            &self.handshakes_refused,
-        );
-        family(
-            &mut out,
-            "wshub_closes_total",
-            "counter",
-            "WebSocket connections ended, by close code and by who closed (1005: no code, 1006: dropped).",
-        );
-        for (by, counts) in [
-            ("peer", &self.closed_by_peer),
-            ("server", &self.closed_by_server),
-        ] {
-            for (code, n) in counts.each() {
-                let _ = writeln!(out, "wshub_closes_total{{by=\"{by}\",code=\"{code}\"}} {n}");
-            }
-        }
-        single(
-            &mut out,
-            "wshub_buffered_bytes",
-            "gauge",
-            "Bytes held for clients now (messages being read, frames queued).",
-            snap.buffered.0,
-        );
-        single(
-            &mut out,
-            "wshub_buffered_bytes_limit",
-            "gauge",
-            "The memory budget for buffered bytes (--max-buffered-bytes).",
-            snap.buffered.1,
-        );
-        single(
-            &mut out,
-            "wshub_memory_refused_total",
-            "counter",
-            "Connections closed with 1013 because a message would exceed the memory budget.",
-            snap.memory_refused,
-        );
-        single(
-            &mut out,
-            "wshub_memory_evicted_total",
-            "counter",
-            "Clients closed with 1008 because queued frames exceeded the memory budget.",
-            snap.memory_evicted,
-        );
-        if let Some((entries, bytes)) = snap.history {
-            single(
-                &mut out,
-                "wshub_history_messages",
-                "gauge",
-                "Messages kept in room histories.",
-                entries,
-            );
-            single(
-                &mut out,
-                "wshub_history_bytes",
-                "gauge",
-                "Frame bytes kept in room histories.",
-                bytes,
-            );
-        }
-        if let Some((up, published, received, dropped)) = snap.redis {
-            single(
-                &mut out,
-                "wshub_redis_connected",
-                "gauge",
-                "1 while both of the Redis bridge's connections are up.",
-                u8::from(up),
-            );
-            single(
-                &mut out,
-                "wshub_redis_published_total",
-                "counter",
-                "Messages published to Redis for other instances.",
-                published,
-            );
-            single(
-                &mut out,
-                "wshub_redis_received_total",
-                "counter",
-                "Messages received from other instances through Redis.",
-                received,
-            );
-            single(
-                &mut out,
-                "wshub_redis_dropped_total",
-                "counter",
-                "Messages that did not cross instances (queue full, Redis away too long).",
-                dropped,
-            );
-        }
-        let process = Process::read();
-        single(
-            &mut out,
-            "wshub_process_threads",
-            "gauge",
-            "Threads of the process.",
-            process.threads,
-        );
-        single(
-            &mut out,
-            "wshub_process_open_fds",
-            "gauge",
-            "Open file descriptors of the process.",
-            process.fds,
-        );
-        single(
-            &mut out,
-            "wshub_process_resident_memory_bytes",
-            "gauge",
-            "Resident set size of the process.",
-            process.rss,
-        );
         out
     }
 }
@@ -616,6 +655,59 @@ impl Process {
 mod tests {
     use super::*;
 
+    /// Counters and a snapshot with distinct non-zero values in every family.
+    fn busy() -> (Metrics, Snapshot) {
+        let m = Metrics::default();
+        m.received(3, 300);
+        for _ in 0..2 {
+            m.echoed(7, Some(9));
+        }
+        m.echoed(5, None);
+        for lane in 0..LANES {
+            m.delivered(lane, 10 + lane, 1000 + 100 * lane);
+        }
+        m.refused(11, 4);
+        for _ in 0..13 {
+            m.upgraded();
+        }
+        for (i, s) in STATUSES.iter().chain(&[418, 599]).enumerate() {
+            for _ in 0..=i {
+                m.http_refused(*s, i % 2 == 0);
+            }
+        }
+        for (i, c) in CODES.iter().chain(&[4000, 3000]).enumerate() {
+            for _ in 0..=i {
+                m.closed(Side::Peer, *c);
+            }
+            for _ in 0..=2 * i {
+                m.closed(Side::Server, *c);
+            }
+        }
+        m.ping_timeout();
+        m.ping_timeout();
+        for _ in 0..5 {
+            m.rate_limited();
+        }
+        for _ in 0..6 {
+            m.deflate_negotiated();
+        }
+        m.deflated_out(1000, 100);
+        m.deflated_out(2000, 150);
+        m.inflated_in(70, 700);
+        let snap = Snapshot {
+            chat_clients: 21,
+            echo_clients: 22,
+            rooms: 23,
+            history: Some((24, 2500)),
+            buffered: (26, 27),
+            memory_refused: 28,
+            memory_evicted: 29,
+            redis: Some((true, 30, 31, 32)),
+            draining: true,
+        };
+        (m, snap)
+    }
+
     #[test]
     fn unknown_statuses_and_codes_count_as_other() {
         let m = Metrics::default();
@@ -639,5 +731,77 @@ mod tests {
         assert!(out.contains("wshub_handshakes_refused_total{status=\"404\"} 0\n"));
         assert!(out.contains("wshub_closes_total{by=\"peer\",code=\"other\"} 1\n"));
         assert!(!out.contains("wshub_redis_"));
+        assert!(!out.contains("wshub_history_"));
+    }
+
+    /// Every series the busy scrape must show, in this order.
+    #[test]
+    fn every_family_renders_in_order() {
+        let (m, snap) = busy();
+        let process = Process {
+            threads: 3,
+            fds: 7,
+            rss: 4096,
+        };
+        let out = m.exposition(&snap, process);
+        let mut at = 0;
+        for line in [
+            "wshub_build_info{version=\"",
+            "# HELP wshub_clients Open WebSocket connections, by endpoint.\n",
+            "# TYPE wshub_clients gauge\nwshub_clients{endpoint=\"ws\"} 21\n",
+            "wshub_clients{endpoint=\"echo\"} 22\n",
+            "wshub_rooms 23\n",
+            "wshub_draining 1\n",
+            "# TYPE wshub_upgrades_total counter\nwshub_upgrades_total 13\n",
+            "wshub_messages_received_total 6\n",
+            "wshub_received_bytes_total 319\n",
+            "wshub_messages_delivered_total 48\n",
+            "wshub_delivered_bytes_total 4618\n",
+            "wshub_deliveries_refused_total 11\n",
+            "wshub_evicted_queue_full_total 4\n",
+            "wshub_ping_timeouts_total 2\n",
+            "wshub_rate_limited_total 5\n",
+            "wshub_deflate_negotiated_total 6\n",
+            "wshub_deflate_messages_total{direction=\"out\"} 2\n",
+            "wshub_deflate_messages_total{direction=\"in\"} 1\n",
+            "wshub_deflate_bytes_total{direction=\"out\",stage=\"uncompressed\"} 3000\n",
+            "wshub_deflate_bytes_total{direction=\"in\",stage=\"compressed\"} 70\n",
+            "wshub_http_refused_total{status=\"400\"} 1\n",
+            "wshub_http_refused_total{status=\"other\"} 29\n",
+            "wshub_handshakes_refused_total{status=\"503\"} 13\n",
+            "wshub_closes_total{by=\"peer\",code=\"1000\"} 1\n",
+            "wshub_closes_total{by=\"server\",code=\"other\"} 52\n",
+            "wshub_buffered_bytes 26\n",
+            "wshub_buffered_bytes_limit 27\n",
+            "wshub_memory_refused_total 28\n",
+            "wshub_memory_evicted_total 29\n",
+            "wshub_history_messages 24\n",
+            "wshub_history_bytes 2500\n",
+            "wshub_redis_connected 1\n",
+            "wshub_redis_published_total 30\n",
+            "wshub_redis_received_total 31\n",
+            "wshub_redis_dropped_total 32\n",
+            "wshub_process_threads 3\n",
+            "wshub_process_open_fds 7\n",
+            "# TYPE wshub_process_resident_memory_bytes gauge\nwshub_process_resident_memory_bytes 4096\n",
+        ] {
+            match out[at..].find(line) {
+                Some(i) => at += i + line.len(),
+                None => panic!("{line:?} missing or out of order in:\n{out}"),
+            }
+        }
+        assert_eq!(at, out.len(), "more after the last family:\n{out}");
+        assert_eq!(out.matches("# HELP ").count(), FAMILIES.len());
+    }
+
+    #[test]
+    fn families_follow_the_naming_rules() {
+        let mut names = std::collections::HashSet::new();
+        for &(name, kind, help, _) in FAMILIES {
+            assert!(name.starts_with("wshub_"), "{name}");
+            assert_eq!(name.ends_with("_total"), kind == Counter, "{name}");
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+            assert!(names.insert(name), "{name} twice");
+        }
     }
 }

@@ -31,12 +31,15 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::hub::member::{Limits, Member};
 use crate::id::ClientId;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::session::close_frame;
 use crate::session::outbox::{Burst, Refused};
 
 /// Most lanes, whatever the CPU count.
 pub(crate) const MAX_LANES: usize = 4;
+
+// Each lane counts its deliveries on counters of its own.
+const _: () = assert!(MAX_LANES <= metrics::LANES, "metrics::LANES too small");
 
 /// Members a room has before joiners are spread over the lanes.
 const SMALL_ROOM: usize = 32;
