@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::Message;
 
-use crate::session::wire::Frame;
+use crate::session::frame::Frame;
 
 /// How much each room keeps.
 #[derive(Debug, Clone, Copy)]

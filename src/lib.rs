@@ -74,7 +74,7 @@ pub use error::{Error, Result};
 pub use hub::Event;
 pub use id::ClientId;
 pub use server::{Handle, Server};
-pub use session::Ending;
+pub use session::close::Ending;
 pub use tungstenite::protocol::frame::coding::CloseCode;
 pub use tungstenite::protocol::{CloseFrame, Message};
 pub use tungstenite::{Bytes, Utf8Bytes};

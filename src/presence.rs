@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tungstenite::protocol::{Message, Role};
 
-use crate::session::wire::Frame;
+use crate::session::frame::Frame;
 
 /// A member as presence shows it.
 pub(crate) struct Present<'a> {

@@ -11,9 +11,6 @@ use std::time::Instant;
 
 use crate::Config;
 
-/// The reason of the Close sent to a client over its rate.
-pub(crate) const RATE_LIMIT: &str = "rate limit";
-
 /// One client's bucket.
 #[derive(Debug)]
 pub(crate) struct Bucket {

@@ -15,7 +15,7 @@ use log::warn;
 use tungstenite::protocol::Message;
 
 use super::envelope::encode;
-use crate::session::wire::Frame;
+use crate::session::frame::Frame;
 
 /// What the bridge has done, for logs, tests and metrics.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use tungstenite::protocol::Role;
 
 use crate::history;
 use crate::memory::Memory;
-use crate::session::wire::Frame;
+use crate::session::frame::Frame;
 
 use super::common::{EntryId, POLL, Retry, connect, parse_id, set_up, stream_entries};
 use super::envelope::{

@@ -21,9 +21,11 @@ use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::client::dial::{ConnectOptions, Dialed, dial};
 use crate::deflate::{self, Inflater};
+use crate::session::close::{self, Ending};
+use crate::session::frame::Frame;
 use crate::session::outbox::{self, Bound, Outbox};
-use crate::session::wire::{Frame, Wire};
-use crate::session::{self, Ending, Handlers, Parts, Spawn, Timing, close_frame};
+use crate::session::wire::Wire;
+use crate::session::{self, Parts, Spawn, Stop, Target, Timing};
 use crate::{Error, Result};
 
 /// One open WebSocket connection. All methods take `&self`; share it
@@ -84,30 +86,7 @@ impl Connection {
         } = dialed;
         stream.set_read_timeout(Some(options.pong_timeout))?;
         let wire = Arc::new(Wire::new(stream, Role::Client, options.write_timeout)?);
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(crate::DEFAULT_READ_BUFFER_BYTES)
-            .write_buffer_size(0)
-            .max_message_size(Some(options.max_message_bytes))
-            .max_frame_size(Some(options.max_message_bytes));
-        // With deflate, what came after the head goes through the inflater.
-        let (ctx, inflater) = match deflate {
-            Some(agreement) => {
-                wire.set_deflate(agreement);
-                let mut inflater =
-                    Inflater::new(Role::Client, options.max_message_bytes, agreement);
-                inflater.preload(&rest);
-                let ctx = WebSocketContext::new(Role::Client, Some(ws_config));
-                (Box::new(ctx), Some(Box::new(inflater)))
-            }
-            None => (
-                Box::new(WebSocketContext::from_partially_read(
-                    rest,
-                    Role::Client,
-                    Some(ws_config),
-                )),
-                None,
-            ),
-        };
+        let (ctx, inflater) = reader_state(&wire, rest, deflate, options);
         let timing = Timing {
             ping_interval: options.ping_interval,
             close_timeout: options.close_timeout,
@@ -124,8 +103,11 @@ impl Connection {
         let ending = Arc::new(Mutex::new(None));
         let (finished_tx, finished_rx) = bounded::<()>(0);
         let writer_finished = finished_tx.clone();
-        let reader_ending = ending.clone();
-        let end_inbox: Sender<Message> = inbox_tx.clone();
+        let inbox = Inbox {
+            messages: inbox_tx,
+            ending: ending.clone(),
+            _finished: finished_tx,
+        };
         let threads = Threads::default();
         let parts = Parts {
             inflater,
@@ -134,33 +116,13 @@ impl Connection {
             mailbox,
             memory: None,
         };
-        let started = session::start(
-            &threads,
-            "wshub-conn",
-            parts,
-            timing,
-            Handlers {
-                on_message: move |m| inbox_tx.send(m).map_err(|_| session::Stop::Gone),
-                on_end: move |end: Ending| {
-                    let _finished = finished_tx;
-                    let close = match &end {
-                        Ending::PeerClosed(frame) => frame.clone(),
-                        Ending::WeClosed(code, reason) => Some(close_frame(*code, reason)),
-                        Ending::Dropped(_) => None,
-                    };
-                    if let Ok(mut slot) = reader_ending.lock() {
-                        *slot = Some(end);
-                    }
-                    let _ = end_inbox.send(Message::Close(close));
-                },
-                on_writer_end: move |problem: Option<String>| {
-                    let _finished = writer_finished;
-                    if let Some(problem) = problem {
-                        log::debug!("connection writer: {problem}");
-                    }
-                },
-            },
-        );
+        let on_writer_end = move |problem: Option<String>| {
+            let _finished = writer_finished;
+            if let Some(problem) = problem {
+                log::debug!("connection writer: {problem}");
+            }
+        };
+        let started = session::start(&threads, "wshub-conn", parts, timing, inbox, on_writer_end);
         if let Err(e) = started {
             wire.shutdown(Shutdown::Both);
             threads.join();
@@ -248,7 +210,7 @@ impl Connection {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let close = close_frame(code, reason);
+        let close = close::frame(code, reason);
         let frame = Frame::close(Role::Client, Some(&close));
         // Behind the queued messages; if the queue does not move within a
         // write timeout the writer is stuck, and the Close jumps the queue.
@@ -274,5 +236,61 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.close(CloseCode::Away, "");
         let _ = self.wait(Duration::from_millis(1500));
+    }
+}
+
+/// The reader's protocol state: the context and, with deflate agreed,
+/// the inflater (what came after the head goes through it).
+fn reader_state(
+    wire: &Wire,
+    rest: Vec<u8>,
+    deflate: Option<crate::deflate::Agreement>,
+    options: &ConnectOptions,
+) -> (Box<WebSocketContext>, Option<Box<Inflater>>) {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(crate::DEFAULT_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(options.max_message_bytes))
+        .max_frame_size(Some(options.max_message_bytes));
+    match deflate {
+        Some(agreement) => {
+            wire.set_deflate(agreement);
+            let mut inflater = Inflater::new(Role::Client, options.max_message_bytes, agreement);
+            inflater.preload(&rest);
+            let ctx = WebSocketContext::new(Role::Client, Some(ws_config));
+            (Box::new(ctx), Some(Box::new(inflater)))
+        }
+        None => {
+            let ctx = WebSocketContext::from_partially_read(rest, Role::Client, Some(ws_config));
+            (Box::new(ctx), None)
+        }
+    }
+}
+
+/// Where a connection's reader puts what it reads: the channel
+/// [`Connection::recv`] reads, and at the end how it ended (then a Close
+/// message in the channel).
+struct Inbox {
+    messages: Sender<Message>,
+    ending: Arc<Mutex<Option<Ending>>>,
+    /// Dropped when the reader is done (`Connection::wait` sees it).
+    _finished: Sender<()>,
+}
+
+impl Target for Inbox {
+    fn deliver(&mut self, message: Message) -> std::result::Result<(), Stop> {
+        self.messages.send(message).map_err(|_| Stop::Gone)
+    }
+
+    fn ended(self, end: Ending) {
+        let close = match &end {
+            Ending::PeerClosed(frame) => frame.clone(),
+            Ending::WeClosed(code, reason) => Some(close::frame(*code, reason)),
+            Ending::Dropped(_) => None,
+        };
+        if let Ok(mut slot) = self.ending.lock() {
+            *slot = Some(end);
+        }
+        let _ = self.messages.send(Message::Close(close));
     }
 }

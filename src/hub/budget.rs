@@ -5,11 +5,10 @@
 //! May touch: member outboxes (eviction), the budget's counters.
 
 use log::warn;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Hub;
 use crate::hub::member::Member;
-use crate::session::close_frame;
+use crate::session::close::Close;
 
 impl Hub {
     /// While what the server buffers is over what queues may take of its
@@ -39,7 +38,7 @@ impl Hub {
             if self.memory.queue_excess().is_none() {
                 break;
             }
-            let close = close_frame(CloseCode::Policy, "send queue over the memory budget");
+            let close = Close::MemoryBudget.frame();
             if m.outbox.evict(close) {
                 self.memory.count_evicted();
                 warn!(

@@ -27,12 +27,11 @@ use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Sender, unbounded};
 use log::{debug, warn};
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::hub::member::{Limits, Member};
 use crate::id::ClientId;
 use crate::metrics::{self, Metrics};
-use crate::session::close_frame;
+use crate::session::close::Close;
 use crate::session::outbox::{Burst, Refused};
 
 /// Most lanes, whatever the CPU count.
@@ -226,7 +225,7 @@ fn deliver(members: &[Member], d: &Delivery, limits: Limits, (lane, metrics): (u
             }
             Err(Refused::Full) => {
                 refused += count;
-                let close = close_frame(CloseCode::Policy, "send queue full");
+                let close = Close::QueueFull.frame();
                 if m.outbox.evict(close) {
                     evicted += 1;
                     warn!(

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{info, warn};
 use tungstenite::protocol::Message;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::bridge::{Bridge, FromBridge, RemoteClient};
 use crate::history::{self, Histories};
@@ -43,8 +42,8 @@ pub(crate) use crate::hub::member::{Limits, Member};
 pub(crate) use crate::id::ClientId;
 use crate::memory::Memory;
 use crate::presence;
-use crate::session::close_frame;
-use crate::session::wire::Frame;
+use crate::session::close::Close;
+use crate::session::frame::Frame;
 
 /// What the hub is told.
 pub(crate) enum HubMsg {
@@ -510,7 +509,7 @@ impl Hub {
     }
 
     fn shutdown(&mut self) {
-        let close = close_frame(CloseCode::Away, "server shutting down");
+        let close = Close::ShuttingDown.frame();
         let all =
             (self.rooms.values().flatten().flat_map(|lane| lane.iter())).chain(self.echo.values());
         let mut n = 0;

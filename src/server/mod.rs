@@ -26,6 +26,7 @@ pub(crate) mod assets;
 mod budget;
 mod conn;
 pub(crate) mod handshake;
+mod relay;
 mod shared;
 mod upgrade;
 
@@ -47,8 +48,8 @@ use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::server::assets::Assets;
 use crate::server::handshake::Policy;
+use crate::session::frame::Frame;
 use crate::session::outbox::Bound;
-use crate::session::wire::Frame;
 use crate::{Config, Error, Result};
 
 /// Capacity of the hub's inbox. Readers block when it is full, which slows

@@ -1,6 +1,7 @@
 //! The WebSocket upgrade of one connection (gorilla's `serveWs`): check
 //! the handshake, take a client slot, write the 101, register with the hub,
-//! and start the session's reader and writer. The connection's HTTP thread
+//! and start the session's reader and writer, with the client's target
+//! (`relay`: the hub, or echo). The connection's HTTP thread
 //! ends here: the HTTP and handshake code runs deeper than the read loop,
 //! and a stack page once touched stays resident for a thread's life, so
 //! on this thread an idle client's reader would hold three pages where a
@@ -10,30 +11,29 @@
 //! May touch: this connection's socket, the hub's inbox, `Shared`'s
 //! accounting (through `budget`'s guards).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info};
-use tungstenite::http::{HeaderValue, Request, StatusCode, header};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{Message, Role, WebSocketContext};
+use tungstenite::http::{HeaderValue, Request, Response, StatusCode, header};
+use tungstenite::protocol::{Role, WebSocketContext};
 
 use super::budget::{Admission, Full, Registered};
 use super::conn::Conn;
+use super::handshake;
+use super::relay::{Chat, Echo, RateLimit, Report};
+use crate::auth::Grant;
 use crate::deflate::{self, Inflater};
 use crate::http::Rejection;
 use crate::hub::HubMsg;
 use crate::hub::member::{Join, Member};
 use crate::id::ClientId;
-use crate::metrics::{Metrics, Side};
 use crate::presence;
-use crate::rate::{Bucket, RATE_LIMIT};
-use crate::server::handshake;
+use crate::rate::Bucket;
+use crate::session::close::Close;
 use crate::session::outbox::{self, Outbox};
-use crate::session::wire::Frame;
-use crate::session::{self, Ending, Handlers, Parts, Stop, Timing, close_frame};
+use crate::session::{self, Parts, Timing};
 
 impl Conn {
     /// Refuses the upgrade (counted as a refused handshake).
@@ -53,18 +53,49 @@ impl Conn {
         rest: Vec<u8>,
         registered: Registered,
     ) {
-        // Access first: a page that cannot open its socket asks the same
-        // URL without the upgrade to learn why (401 or 403, not 400).
-        let grant = match self.authorize(&request, room.as_deref()) {
-            Ok(grant) => grant,
+        let accepted = match self.accept(&request, room.as_deref()) {
+            Ok(accepted) => accepted,
             Err(rejection) => return self.refuse_upgrade(&rejection),
         };
-        let mut response = match handshake::accept(&request, &self.shared.policy) {
-            Ok(response) => response,
+        // Headers are done with; what follows lives as long as the client.
+        drop(request);
+        let admission = match self.admit(room.is_none()) {
+            Ok(admission) => admission,
             Err(rejection) => return self.refuse_upgrade(&rejection),
         };
-        // permessage-deflate, when on and offered in a form we can honour;
-        // otherwise the connection simply goes on uncompressed.
+        // A chat client's outbox is bounded and written to directly when
+        // it keeps up; an echo client's carries only its Close.
+        let mailbox = match room {
+            Some(_) => outbox::new(self.shared.bound, None, Some(self.wire.clone())),
+            None => outbox::new(outbox::Bound::NONE, None, None),
+        };
+        let Accepted {
+            grant,
+            response,
+            deflate,
+            join,
+        } = accepted;
+        if !self.register_and_answer(&room, join, &mailbox.0, response, deflate) {
+            return;
+        }
+        let reader = self.reader_state(deflate, rest);
+        let expires = grant.expires.map(|end| {
+            let left = end
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Instant::now() + left
+        });
+        self.start_session(room, reader, mailbox, expires, (registered, admission));
+    }
+
+    /// The checks of the request, in order: access first (a page that
+    /// cannot open its socket asks the same URL without the upgrade to
+    /// learn why: 401 or 403, not 400), the handshake, permessage-deflate
+    /// (when on and offered in a form we can honour; otherwise the
+    /// connection goes on uncompressed), and what a chat client asks for.
+    fn accept(&self, request: &Request<()>, room: Option<&str>) -> Result<Accepted, Rejection> {
+        let grant = self.authorize(request, room)?;
+        let mut response = handshake::accept(request, &self.shared.policy)?;
         let deflate = self
             .config()
             .compression
@@ -79,60 +110,70 @@ impl Conn {
                     .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
                 Some(agreement)
             });
-        let join = match &room {
-            Some(_) => match join_of(&request, self.id) {
-                Ok(join) => join,
-                Err(rejection) => return self.refuse_upgrade(&rejection),
-            },
+        let join = match room {
+            Some(_) => join_of(request, self.id)?,
             None => Join::default(),
         };
-        // Headers are done with; what follows lives as long as the client.
-        drop(request);
+        Ok(Accepted {
+            grant,
+            response,
+            deflate,
+            join,
+        })
+    }
+
+    /// A client slot, unless the server drains or is full (503 with
+    /// `Retry-After` either way).
+    fn admit(&self, echo: bool) -> Result<Admission, Rejection> {
+        let unavailable = |why: String| {
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, why).with_header("Retry-After", "5")
+        };
         if self.shared.draining.load(Ordering::SeqCst) {
-            let rejection =
-                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is draining")
-                    .with_header("Retry-After", "5");
-            return self.refuse_upgrade(&rejection);
+            return Err(unavailable("the server is draining".into()));
         }
-        let admission = match self.shared.admit(room.is_none(), self.peer.ip()) {
-            Ok(admission) => admission,
-            Err(full) => {
-                let why = match full {
-                    Full::Clients(Some(limit)) => format!("at the limit of {limit} clients"),
-                    Full::Clients(None) => "at the limit of the threads it can start".to_string(),
-                    Full::PerIp(limit) => {
-                        format!("at the limit of {limit} connections from this address")
-                    }
-                };
-                let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, why)
-                    .with_header("Retry-After", "5");
-                return self.refuse_upgrade(&rejection);
-            }
-        };
-        // A chat client's outbox is bounded and written to directly when
-        // it keeps up; an echo client's carries only its Close.
-        let mailbox = match room {
-            Some(_) => outbox::new(self.shared.bound, None, Some(self.wire.clone())),
-            None => outbox::new(outbox::Bound::NONE, None, None),
-        };
-        // The hub learns of the client before the client learns of the
-        // upgrade: a message sent right after the 101 (by this client's
-        // peers, who may be quicker) must already find it in its room.
-        // Until the 101 is out, deliveries wait in the outbox.
-        let hub_accepted = self.shared.hub.send(HubMsg::Register(Member {
+        self.shared
+            .admit(echo, self.peer.ip())
+            .map_err(|full| match full {
+                Full::Clients(Some(limit)) => format!("at the limit of {limit} clients"),
+                Full::Clients(None) => "at the limit of the threads it can start".to_string(),
+                Full::PerIp(limit) => {
+                    format!("at the limit of {limit} connections from this address")
+                }
+            })
+            .map_err(unavailable)
+    }
+
+    /// Registers the client with the hub, then writes the 101. The hub
+    /// learns of the client before the client learns of the upgrade: a
+    /// message sent right after the 101 (by this client's peers, who may
+    /// be quicker) must already find it in its room; until the 101 is
+    /// out, deliveries wait in the outbox. `false` when the session must
+    /// not start (the client is unregistered again).
+    fn register_and_answer(
+        &self,
+        room: &Option<Arc<str>>,
+        join: Join,
+        outbox: &Outbox,
+        response: Response<()>,
+        deflate: Option<deflate::Agreement>,
+    ) -> bool {
+        let member = Member {
             id: self.id,
             room: room.clone(),
             peer: self.peer,
-            outbox: mailbox.0.clone(),
+            outbox: outbox.clone(),
             join: Arc::new(join),
-        }));
-        if hub_accepted.is_err() {
-            return;
+        };
+        if self.shared.hub.send(HubMsg::Register(member)).is_err() {
+            return false;
         }
+        let unregister = || {
+            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
+            false
+        };
         if let Err(e) = handshake::write_response(self.wire.stream(), &response) {
             debug!("{} ({}): writing 101: {e}", self.id, self.peer);
-            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-            return;
+            return unregister();
         }
         drop(response);
         // Before anything queued goes out: frames are chosen as written.
@@ -140,68 +181,49 @@ impl Conn {
             self.wire.set_deflate(agreement);
             self.shared.metrics.deflate_negotiated();
         }
-        mailbox.0.open();
+        outbox.open();
         self.shared.metrics.upgraded();
         // `stopping` is set before the hub is told to shut down, so a
         // registration that queued behind the hub's Shutdown (and will
         // never be seen) always sees it here.
         if self.shared.stopping.load(Ordering::SeqCst) {
-            let _ = self
-                .wire
-                .send_close(Some(&close_frame(CloseCode::Away, "server shutting down")));
-            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-            return;
+            let _ = self.wire.send_close(Some(&Close::ShuttingDown.frame()));
+            return unregister();
         }
-        if let Err(e) = self
-            .wire
-            .stream()
-            .set_read_timeout(Some(self.config().pong_timeout))
-        {
+        let pong_timeout = self.config().pong_timeout;
+        if let Err(e) = self.wire.stream().set_read_timeout(Some(pong_timeout)) {
             debug!("{} ({}): {e}", self.id, self.peer);
-            let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
-            return;
+            return unregister();
         }
-        // Boxed: moved into the reader's thread, it would otherwise be
-        // copied through the thread start-up's frames.
-        // With deflate, what came after the head goes through the inflater.
-        let (ctx, inflater) = match deflate {
+        true
+    }
+
+    /// The reader's protocol state (boxed: moved into the reader's thread,
+    /// it would otherwise be copied through the thread start-up's frames).
+    /// With deflate, what came after the head goes through the inflater.
+    fn reader_state(&self, deflate: Option<deflate::Agreement>, rest: Vec<u8>) -> ReaderState {
+        let config = Some(self.shared.ws_config);
+        match deflate {
             Some(agreement) => {
                 let mut inflater =
                     Inflater::new(Role::Server, self.config().max_message_bytes, agreement)
                         .counted(self.shared.metrics.clone());
                 inflater.preload(&rest);
-                let ctx = WebSocketContext::new(Role::Server, Some(self.shared.ws_config));
+                let ctx = WebSocketContext::new(Role::Server, config);
                 (Box::new(ctx), Some(Box::new(inflater)))
             }
             None => {
-                let ctx = WebSocketContext::from_partially_read(
-                    rest,
-                    Role::Server,
-                    Some(self.shared.ws_config),
-                );
+                let ctx = WebSocketContext::from_partially_read(rest, Role::Server, config);
                 (Box::new(ctx), None)
             }
-        };
-        let expires = grant.expires.map(|end| {
-            let left = end
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            Instant::now() + left
-        });
-        self.start_session(
-            room,
-            (ctx, inflater),
-            mailbox,
-            expires,
-            (registered, admission),
-        );
+        }
     }
 
     /// Starts the reader (which feeds the hub, or echoes) and the writer.
     fn start_session(
         self,
         room: Option<Arc<str>>,
-        (ctx, inflater): (Box<WebSocketContext>, Option<Box<Inflater>>),
+        (ctx, inflater): ReaderState,
         mailbox: (Outbox, outbox::Mailbox),
         expires: Option<Instant>,
         keep: (Registered, Admission),
@@ -212,25 +234,13 @@ impl Conn {
             Some(room) => format!("joined room {room:?}"),
             None => "opened an echo session".to_string(),
         };
-        // The room of this client's log lines (none for an echo session).
-        let room_name = room.clone();
-        info!(client = id.0, peer:% = peer, room = room_name.as_deref(); "{id} ({peer}) {what}");
+        info!(client = id.0, peer:% = peer, room = room.as_deref(); "{id} ({peer}) {what}");
         let timing = Timing {
             ping_interval: self.config().ping_interval,
             close_timeout: self.config().close_timeout,
             pong_timeout: self.config().pong_timeout,
             message_timeout: self.config().message_timeout,
             expires,
-        };
-        let hub = self.shared.hub.clone();
-        let on_end = {
-            let hub = hub.clone();
-            let metrics = self.shared.metrics.clone();
-            move |ending: Ending| {
-                let _ = hub.send(HubMsg::Unregister(id));
-                count_ending(&metrics, &ending);
-                log_ending(id, peer, room_name.as_deref(), &ending);
-            }
         };
         let on_writer_end = move |problem: Option<String>| {
             // The writer keeps the socket registered and the slot taken until it is done too.
@@ -239,70 +249,6 @@ impl Conn {
                 info!(client = id.0, peer:% = peer; "{id} ({peer}): {problem}");
             }
         };
-        let memory = self.shared.memory.clone();
-        // With a rate limit, each client's reader keeps its own bucket.
-        let mut bucket = Bucket::of(self.config());
-        let rate_metrics = self.shared.metrics.clone();
-        let mut within_rate = move || {
-            let over = bucket.as_mut().is_some_and(|b| !b.take());
-            if over {
-                rate_metrics.rate_limited();
-                return Err(Stop::Close(CloseCode::Policy, RATE_LIMIT));
-            }
-            Ok(())
-        };
-        let metrics = self.shared.metrics.clone();
-        let on_message: Box<dyn FnMut(Message) -> Result<(), Stop> + Send> = match room {
-            Some(_) => Box::new(move |message: Message| {
-                within_rate()?;
-                let Some(frame) = Frame::data(Role::Server, &message) else {
-                    return Ok(());
-                };
-                // Counted until the last queue has written it.
-                let frame = frame.charged(&memory);
-                let broadcast = HubMsg::Broadcast {
-                    from: Some(id),
-                    room: None,
-                    frame,
-                    message,
-                };
-                hub.send(broadcast).map_err(|_| Stop::Gone)
-            }),
-            // The echo goes out from the reader's thread, as in gorilla's
-            // echo example: one thread hop less per round trip, and echoes
-            // keep the order of reads. A client that does not read its
-            // echoes stops being read from until the write timeout drops
-            // it. (After our Close the echo is dropped.)
-            None => {
-                let wire = self.wire.clone();
-                let deflate = (self.wire.deflate().is_some()).then(|| {
-                    (
-                        self.config().compression_level,
-                        self.config().compression_min_bytes,
-                    )
-                });
-                Box::new(move |message: Message| {
-                    within_rate()?;
-                    let Some(mut frame) = Frame::data(Role::Server, &message) else {
-                        return Ok(());
-                    };
-                    if let Some((level, min)) = deflate
-                        && message.len() >= min
-                    {
-                        frame.make_deflatable(level, &metrics);
-                    }
-                    let sent = wire.send([&frame]).is_ok();
-                    metrics.echoed(message.len(), sent.then(|| frame.len()));
-                    if sent { Ok(()) } else { Err(Stop::Gone) }
-                })
-            }
-        };
-        let handlers = Handlers {
-            on_message,
-            on_end,
-            on_writer_end,
-        };
-        let name = format!("wshub-{}", id.0);
         let parts = Parts {
             wire: self.wire.clone(),
             ctx,
@@ -310,13 +256,81 @@ impl Conn {
             memory: Some(self.shared.memory.clone()),
             inflater,
         };
-        let started = session::start(&self.shared, &name, parts, timing, handlers);
+        let name = format!("wshub-{}", id.0);
+        let shared = &self.shared;
+        let started = match room {
+            Some(_) => {
+                let chat = self.chat(room);
+                session::start(shared, &name, parts, timing, chat, on_writer_end)
+            }
+            None => {
+                let echo = self.echo();
+                session::start(shared, &name, parts, timing, echo, on_writer_end)
+            }
+        };
         if let Err(e) = started {
             error!(client = id.0, peer:% = peer; "{id} ({peer}): cannot start its session: {e}");
             let _ = self.shared.hub.send(HubMsg::Unregister(id));
         }
     }
+
+    /// What a client's end reports, and its rate limit.
+    fn report(&self, room: Option<Arc<str>>) -> (Report, RateLimit) {
+        let metrics = self.shared.metrics.clone();
+        let report = Report {
+            id: self.id,
+            peer: self.peer,
+            room,
+            hub: self.shared.hub.clone(),
+            metrics: metrics.clone(),
+        };
+        let limit = RateLimit {
+            bucket: Bucket::of(self.config()),
+            metrics,
+        };
+        (report, limit)
+    }
+
+    /// A chat client's target: the hub.
+    fn chat(&self, room: Option<Arc<str>>) -> Chat {
+        let (report, limit) = self.report(room);
+        Chat {
+            id: self.id,
+            hub: self.shared.hub.clone(),
+            memory: self.shared.memory.clone(),
+            limit,
+            report,
+        }
+    }
+
+    /// An echo client's target: its own connection.
+    fn echo(&self) -> Echo {
+        let (report, limit) = self.report(None);
+        let deflate = self.wire.deflate().is_some().then(|| {
+            (
+                self.config().compression_level,
+                self.config().compression_min_bytes,
+            )
+        });
+        Echo {
+            wire: self.wire.clone(),
+            deflate,
+            limit,
+            report,
+        }
+    }
 }
+
+/// What the request's checks decided.
+struct Accepted {
+    grant: Grant,
+    response: Response<()>,
+    deflate: Option<deflate::Agreement>,
+    join: Join,
+}
+
+/// The reader's context and, with deflate, its inflater.
+type ReaderState = (Box<WebSocketContext>, Option<Box<Inflater>>);
 
 /// What a chat client asks for in its query string: `history=K|all`,
 /// `presence=1`, `name=…` (1–64 characters, no control characters).
@@ -345,29 +359,4 @@ fn join_of(request: &Request<()>, id: ClientId) -> Result<Join, Rejection> {
         }
     }
     Ok(join)
-}
-
-/// Counts how a client's connection ended.
-fn count_ending(metrics: &Metrics, ending: &Ending) {
-    let (side, code) = match ending {
-        Ending::PeerClosed(Some(close)) => (Side::Peer, u16::from(close.code)),
-        Ending::PeerClosed(None) => (Side::Peer, 1005),
-        Ending::Dropped(_) => (Side::Peer, 1006),
-        Ending::WeClosed(code, reason) => {
-            if *code == CloseCode::Away && reason == session::PING_TIMEOUT {
-                metrics.ping_timeout();
-            }
-            (Side::Server, u16::from(*code))
-        }
-    };
-    metrics.closed(side, code);
-}
-
-/// One log line for how a client's connection ended.
-fn log_ending(id: ClientId, peer: SocketAddr, room: Option<&str>, ending: &Ending) {
-    let level = match ending {
-        Ending::WeClosed(code, _) if *code != CloseCode::Away => log::Level::Warn,
-        _ => log::Level::Info,
-    };
-    log::log!(level, client = id.0, peer:% = peer, room; "{id} ({peer}): {ending}");
 }

@@ -57,7 +57,8 @@ use crossbeam_channel::{
 use tungstenite::protocol::CloseFrame;
 
 use crate::id::ClientId;
-use crate::session::wire::{Direct, Frame, Wire};
+use crate::session::frame::Frame;
+use crate::session::wire::{Direct, Wire};
 
 /// Largest offer the hub writes itself; larger ones go to the writer (a
 /// partial write's rest is copied, so this bounds the copy too).

@@ -1,0 +1,150 @@
+//! Where a server client's reader hands each message (its session's
+//! `Target`): a chat client's go to the hub ([`Chat`]), an echo client's
+//! straight back onto its own connection ([`Echo`]). Both keep the
+//! client's rate limit, and both report how the connection ended
+//! ([`Report`]: the hub forgets the client, the close is counted and
+//! logged once).
+//!
+//! May touch: the hub's inbox (sending only), an echo client's `Wire`,
+//! the metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Message, Role};
+
+use crate::hub::HubMsg;
+use crate::id::ClientId;
+use crate::memory::Memory;
+use crate::metrics::{Metrics, Side};
+use crate::rate::Bucket;
+use crate::session::close::{Close, Ending};
+use crate::session::frame::Frame;
+use crate::session::wire::Wire;
+use crate::session::{Stop, Target};
+
+/// A client's rate limit (`--max-messages-per-second`): its own bucket,
+/// on its reader's thread.
+pub(super) struct RateLimit {
+    pub(super) bucket: Option<Bucket>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl RateLimit {
+    /// Takes a token; over the rate, the client is closed with 1008.
+    fn check(&mut self) -> Result<(), Stop> {
+        if self.bucket.as_mut().is_some_and(|b| !b.take()) {
+            self.metrics.rate_limited();
+            return Err(Stop::Close(Close::RateLimit));
+        }
+        Ok(())
+    }
+}
+
+/// What happens when a server client's connection ends.
+pub(super) struct Report {
+    pub(super) id: ClientId,
+    pub(super) peer: SocketAddr,
+    /// The room, for the log line (none for an echo client).
+    pub(super) room: Option<Arc<str>>,
+    pub(super) hub: Sender<HubMsg>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Report {
+    fn ended(self, ending: Ending) {
+        let _ = self.hub.send(HubMsg::Unregister(self.id));
+        count_ending(&self.metrics, &ending);
+        let (id, peer, room) = (self.id, self.peer, self.room.as_deref());
+        let level = match &ending {
+            Ending::WeClosed(code, _) if *code != CloseCode::Away => log::Level::Warn,
+            _ => log::Level::Info,
+        };
+        log::log!(level, client = id.0, peer:% = peer, room; "{id} ({peer}): {ending}");
+    }
+}
+
+/// Counts how a client's connection ended.
+fn count_ending(metrics: &Metrics, ending: &Ending) {
+    let (side, code) = match ending {
+        Ending::PeerClosed(Some(close)) => (Side::Peer, u16::from(close.code)),
+        Ending::PeerClosed(None) => (Side::Peer, 1005),
+        Ending::Dropped(_) => (Side::Peer, 1006),
+        Ending::WeClosed(code, reason) => {
+            if *code == Close::PingTimeout.code() && reason == Close::PingTimeout.reason() {
+                metrics.ping_timeout();
+            }
+            (Side::Server, u16::from(*code))
+        }
+    };
+    metrics.closed(side, code);
+}
+
+/// A chat client: each message, encoded once and charged to the memory
+/// budget, goes to the hub for its room.
+pub(super) struct Chat {
+    pub(super) id: ClientId,
+    pub(super) hub: Sender<HubMsg>,
+    pub(super) memory: Arc<Memory>,
+    pub(super) limit: RateLimit,
+    pub(super) report: Report,
+}
+
+impl Target for Chat {
+    fn deliver(&mut self, message: Message) -> Result<(), Stop> {
+        self.limit.check()?;
+        let Some(frame) = Frame::data(Role::Server, &message) else {
+            return Ok(());
+        };
+        // Counted until the last queue has written it.
+        let broadcast = HubMsg::Broadcast {
+            from: Some(self.id),
+            room: None,
+            frame: frame.charged(&self.memory),
+            message,
+        };
+        self.hub.send(broadcast).map_err(|_| Stop::Gone)
+    }
+
+    fn ended(self, ending: Ending) {
+        self.report.ended(ending);
+    }
+}
+
+/// An echo client: each message goes back from the reader's thread, as in
+/// gorilla's echo example — one thread hop less per round trip, and echoes
+/// keep the order of reads. A client that does not read its echoes stops
+/// being read from until the write timeout drops it. (After our Close the
+/// echo is dropped.)
+pub(super) struct Echo {
+    pub(super) wire: Arc<Wire>,
+    /// With permessage-deflate agreed: the level, and the shortest
+    /// message worth compressing.
+    pub(super) deflate: Option<(u32, usize)>,
+    pub(super) limit: RateLimit,
+    pub(super) report: Report,
+}
+
+impl Target for Echo {
+    fn deliver(&mut self, message: Message) -> Result<(), Stop> {
+        self.limit.check()?;
+        let Some(mut frame) = Frame::data(Role::Server, &message) else {
+            return Ok(());
+        };
+        let metrics = &self.report.metrics;
+        if let Some((level, min)) = self.deflate
+            && message.len() >= min
+        {
+            frame.make_deflatable(level, metrics);
+        }
+        let sent = self.wire.send([&frame]).is_ok();
+        metrics.echoed(message.len(), sent.then(|| frame.len()));
+        if sent { Ok(()) } else { Err(Stop::Gone) }
+    }
+
+    fn ended(self, ending: Ending) {
+        self.report.ended(ending);
+    }
+}
