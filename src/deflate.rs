@@ -21,10 +21,12 @@
 //! the compressor's (a peer's `*_max_window_bits` below 15) is honoured by
 //! compressing only messages no longer than that window.
 //!
-//! May touch: the bytes it is given; nothing else.
+//! May touch: the bytes it is given, and its own counters ([`Counts`]).
 
 use std::cell::RefCell;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tungstenite::http::{HeaderMap, header};
@@ -32,10 +34,7 @@ use tungstenite::protocol::Role;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use std::sync::Arc;
-
 use crate::memory::Refusal;
-use crate::metrics::Metrics;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 const NAME: &str = "permessage-deflate";
@@ -259,6 +258,46 @@ enum At {
     Garbage,
 }
 
+/// What compression did on one server, counted where it happens and
+/// read by the metrics: connections that agreed, messages deflated for
+/// sending (once per broadcast) and compressed messages received, with
+/// their payload bytes uncompressed and compressed.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) negotiated: AtomicU64,
+    pub(crate) deflated: AtomicU64,
+    pub(crate) deflated_plain: AtomicU64,
+    pub(crate) deflated_compressed: AtomicU64,
+    pub(crate) inflated: AtomicU64,
+    pub(crate) inflated_plain: AtomicU64,
+    pub(crate) inflated_compressed: AtomicU64,
+}
+
+impl Counts {
+    /// A connection agreed to permessage-deflate.
+    pub(crate) fn negotiated(&self) {
+        self.negotiated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message deflated for sending: `plain` payload bytes became `compressed`.
+    pub(crate) fn deflated(&self, plain: usize, compressed: usize) {
+        self.deflated.fetch_add(1, Ordering::Relaxed);
+        self.deflated_plain
+            .fetch_add(plain as u64, Ordering::Relaxed);
+        self.deflated_compressed
+            .fetch_add(compressed as u64, Ordering::Relaxed);
+    }
+
+    /// A compressed message received: `compressed` bytes inflated to `plain`.
+    pub(crate) fn inflated(&self, compressed: usize, plain: usize) {
+        self.inflated.fetch_add(1, Ordering::Relaxed);
+        self.inflated_compressed
+            .fetch_add(compressed as u64, Ordering::Relaxed);
+        self.inflated_plain
+            .fetch_add(plain as u64, Ordering::Relaxed);
+    }
+}
+
 /// The read side of the extension: fed the peer's raw bytes, it yields
 /// the frames tungstenite's context should see.
 pub(crate) struct Inflater {
@@ -288,7 +327,7 @@ pub(crate) struct Inflater {
     stalled: bool,
     /// Compressed bytes of the message being inflated.
     received: usize,
-    metrics: Option<Arc<Metrics>>,
+    counts: Option<Arc<Counts>>,
     /// What is pending is an unfinished deflate block: more payload first.
     partial: bool,
 }
@@ -325,13 +364,13 @@ impl Inflater {
             stalled: true,
             partial: false,
             received: 0,
-            metrics: None,
+            counts: None,
         }
     }
 
-    /// Counts every inflated message in `metrics`.
-    pub(crate) fn counted(mut self, metrics: Arc<Metrics>) -> Inflater {
-        self.metrics = Some(metrics);
+    /// Counts every inflated message in `counts`.
+    pub(crate) fn counted(mut self, counts: Arc<Counts>) -> Inflater {
+        self.counts = Some(counts);
         self
     }
 
@@ -574,8 +613,8 @@ impl Inflater {
 
     /// Ends the message being inflated with an empty final fragment.
     fn end_message(&mut self) {
-        if let (Some(metrics), Some(inflated)) = (&self.metrics, self.message) {
-            metrics.inflated_in(self.received, inflated);
+        if let (Some(counts), Some(inflated)) = (&self.counts, self.message) {
+            counts.inflated(self.received, inflated);
         }
         self.received = 0;
         self.finishing = false;

@@ -27,7 +27,10 @@
 //! May touch: its own atomics; `/proc/self` when rendering.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::deflate;
 
 /// The `Content-Type` of the exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -138,13 +141,8 @@ pub(crate) struct Metrics {
     upgrades: AtomicU64,
     ping_timeouts: AtomicU64,
     rate_limited: AtomicU64,
-    deflate_negotiated: AtomicU64,
-    /// Messages deflated (once per broadcast), and their bytes before/after.
-    deflated_out: Pair,
-    deflated_out_before: AtomicU64,
-    /// Messages inflated, their bytes as received and inflated.
-    inflated_in: Pair,
-    inflated_in_after: AtomicU64,
+    /// What permessage-deflate did, counted by `deflate` where it happens.
+    pub(crate) deflate: Arc<deflate::Counts>,
     http_refused: Labelled<13>,
     handshakes_refused: Labelled<13>,
     closed_by_peer: Labelled<12>,
@@ -163,11 +161,7 @@ impl Default for Metrics {
             upgrades: AtomicU64::new(0),
             ping_timeouts: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
-            deflate_negotiated: AtomicU64::new(0),
-            deflated_out: Pair::default(),
-            deflated_out_before: AtomicU64::new(0),
-            inflated_in: Pair::default(),
-            inflated_in_after: AtomicU64::new(0),
+            deflate: Arc::default(),
             http_refused: Labelled::new(STATUSES),
             handshakes_refused: Labelled::new(STATUSES),
             closed_by_peer: Labelled::new(CODES),
@@ -240,25 +234,6 @@ impl Metrics {
     /// A client closed for not answering pings.
     pub(crate) fn ping_timeout(&self) {
         self.ping_timeouts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A connection agreed to permessage-deflate.
-    pub(crate) fn deflate_negotiated(&self) {
-        self.deflate_negotiated.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A message deflated for sending: `before` payload bytes became `after`.
-    pub(crate) fn deflated_out(&self, before: usize, after: usize) {
-        self.deflated_out.add(1, after);
-        self.deflated_out_before
-            .fetch_add(before as u64, Ordering::Relaxed);
-    }
-
-    /// A compressed message received: `compressed` bytes inflated to `inflated`.
-    pub(crate) fn inflated_in(&self, compressed: usize, inflated: usize) {
-        self.inflated_in.add(1, compressed);
-        self.inflated_in_after
-            .fetch_add(inflated as u64, Ordering::Relaxed);
     }
 
     /// A client closed for sending faster than its rate limit.
@@ -392,15 +367,15 @@ static FAMILIES: &[Family] = &[
         "wshub_deflate_negotiated_total",
         Counter,
         "Connections that agreed to permessage-deflate.",
-        |s, o| o.one(load(&s.m.deflate_negotiated)),
+        |s, o| o.one(load(&s.m.deflate.negotiated)),
     ),
     (
         "wshub_deflate_messages_total",
         Counter,
         "Messages deflated for sending (once per broadcast) and compressed messages received.",
         |s, o| {
-            o.labelled(&[("direction", "out")], load(&s.m.deflated_out.count));
-            o.labelled(&[("direction", "in")], load(&s.m.inflated_in.count));
+            o.labelled(&[("direction", "out")], load(&s.m.deflate.deflated));
+            o.labelled(&[("direction", "in")], load(&s.m.deflate.inflated));
         },
     ),
     (
@@ -408,10 +383,10 @@ static FAMILIES: &[Family] = &[
         Counter,
         "Payload bytes of compressed messages, before (uncompressed) and after (compressed) deflate, by direction.",
         |s, o| {
-            let m = s.m;
+            let d = &s.m.deflate;
             for (direction, uncompressed, compressed) in [
-                ("out", &m.deflated_out_before, &m.deflated_out.bytes),
-                ("in", &m.inflated_in_after, &m.inflated_in.bytes),
+                ("out", &d.deflated_plain, &d.deflated_compressed),
+                ("in", &d.inflated_plain, &d.inflated_compressed),
             ] {
                 for (stage, n) in [("uncompressed", uncompressed), ("compressed", compressed)] {
                     o.labelled(&[("direction", direction), ("stage", stage)], load(n));
@@ -689,11 +664,11 @@ mod tests {
             m.rate_limited();
         }
         for _ in 0..6 {
-            m.deflate_negotiated();
+            m.deflate.negotiated();
         }
-        m.deflated_out(1000, 100);
-        m.deflated_out(2000, 150);
-        m.inflated_in(70, 700);
+        m.deflate.deflated(1000, 100);
+        m.deflate.deflated(2000, 150);
+        m.deflate.inflated(70, 700);
         let snap = Snapshot {
             chat_clients: 21,
             echo_clients: 22,

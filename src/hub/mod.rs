@@ -445,7 +445,8 @@ impl Hub {
         // first lane or writer that has a compressing receiver for it.
         if let Some((level, min)) = self.lanes.limits().deflate {
             for p in burst.iter_mut().filter(|p| p.message.len() >= min) {
-                p.frame.make_deflatable(level, self.lanes.metrics());
+                p.frame
+                    .make_deflatable(level, &self.lanes.metrics().deflate);
             }
         }
         let mut rooms: Vec<Arc<str>> = Vec::new();

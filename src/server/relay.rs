@@ -137,7 +137,7 @@ impl Target for Echo {
         if let Some((level, min)) = self.deflate
             && message.len() >= min
         {
-            frame.make_deflatable(level, metrics);
+            frame.make_deflatable(level, &metrics.deflate);
         }
         let sent = self.wire.send([&frame]).is_ok();
         metrics.echoed(message.len(), sent.then(|| frame.len()));

@@ -179,7 +179,7 @@ impl Conn {
         // Before anything queued goes out: frames are chosen as written.
         if let Some(agreement) = deflate {
             self.wire.set_deflate(agreement);
-            self.shared.metrics.deflate_negotiated();
+            self.shared.metrics.deflate.negotiated();
         }
         outbox.open();
         self.shared.metrics.upgraded();
@@ -207,7 +207,7 @@ impl Conn {
             Some(agreement) => {
                 let mut inflater =
                     Inflater::new(Role::Server, self.config().max_message_bytes, agreement)
-                        .counted(self.shared.metrics.clone());
+                        .counted(self.shared.metrics.deflate.clone());
                 inflater.preload(&rest);
                 let ctx = WebSocketContext::new(Role::Server, config);
                 (Box::new(ctx), Some(Box::new(inflater)))

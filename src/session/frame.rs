@@ -18,7 +18,6 @@ use tungstenite::protocol::{Message, Role};
 
 use crate::deflate::{self, Agreement};
 use crate::memory::{Charge, Memory};
-use crate::metrics::Metrics;
 
 /// A complete WebSocket frame ready for the wire.
 #[derive(Clone, Debug)]
@@ -39,7 +38,7 @@ pub(crate) struct Frame {
 pub(crate) struct Deflated {
     frame: OnceLock<Option<Frame>>,
     level: u32,
-    metrics: Arc<Metrics>,
+    counts: Arc<deflate::Counts>,
 }
 
 impl std::fmt::Debug for Deflated {
@@ -113,12 +112,12 @@ impl Frame {
 
     /// A server data frame whose deflated form is made when a compressing
     /// receiver first needs it, at `level`.
-    pub(crate) fn make_deflatable(&mut self, level: u32, metrics: &Arc<Metrics>) {
+    pub(crate) fn make_deflatable(&mut self, level: u32, counts: &Arc<deflate::Counts>) {
         if self.head_len > 0 && !self.close && self.head[1] & 0x80 == 0 {
             self.deflated = Some(Arc::new(Deflated {
                 frame: OnceLock::new(),
                 level,
-                metrics: metrics.clone(),
+                counts: counts.clone(),
             }));
         }
     }
@@ -134,9 +133,7 @@ impl Frame {
         }
         let made = deflated.frame.get_or_init(|| {
             let compressed = deflate::compress(&self.body, deflated.level)?;
-            deflated
-                .metrics
-                .deflated_out(self.body.len(), compressed.len());
+            deflated.counts.deflated(self.body.len(), compressed.len());
             let opcode = OpCode::from(self.head[0] & 0x0f);
             Some(Frame::encode_compressed(
                 Role::Server,
