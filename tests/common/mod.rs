@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -380,4 +381,49 @@ pub fn parse(body: &str) -> Scrape {
         .map(|(k, v)| (k.clone(), v.as_str().expect("a type").to_string()))
         .collect();
     Scrape { samples, types }
+}
+
+/// Whether `program` runs here (`program ARG` starts). Without it, a test
+/// skips — except under CI (`CI` set, not `false` or `0`), where its
+/// absence fails the test, so CI never passes on tests it did not run.
+/// A skip is recorded as a file under `target/tmp/skipped/PROGRAM/`,
+/// holding `apt_package`, from which `make test` prints its summary
+/// (scripts/skipped.sh).
+pub fn have(program: &str, arg: &str, apt_package: &str) -> bool {
+    let found = Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            !in_ci(),
+            "no {program} on PATH, and CI must run this test \
+             (`make test-deps` installs it: apt-get install {apt_package})"
+        );
+        record_skip(program, apt_package);
+        eprintln!("skipping: no {program} on PATH (apt-get install {apt_package})");
+    }
+    found
+}
+
+/// Whether this run is CI's, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Where skips are recorded: `<target>/tmp/skipped/`.
+pub const SKIPPED: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped");
+
+/// Notes that the running test skipped for want of `program`: one file
+/// per test binary and test, so a test counts once however often it asks.
+fn record_skip(program: &str, apt_package: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed").replace("::", "-");
+    let dir = std::path::Path::new(SKIPPED).join(program);
+    let file = dir.join(format!("{}-{test}", env!("CARGO_CRATE_NAME")));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&file, format!("{apt_package}\n")))
+        .unwrap_or_else(|e| panic!("recording the skip in {}: {e}", file.display()));
 }
