@@ -1,6 +1,7 @@
-//! `GET /metrics`: the whole exposition parses with a real Prometheus
-//! parser (Python's `prometheus_client`, tests/tools/parse_metrics.py), and
-//! its values move as traffic flows.
+//! `GET /metrics`: the whole exposition parses with a real, independent
+//! Prometheus text-format parser (the `openmetrics-parser` crate, through
+//! `common::parse`), which refuses malformed input, and its values move as
+//! traffic flows.
 
 mod common;
 
@@ -9,6 +10,50 @@ use std::time::Duration;
 use common::*;
 use tungstenite::Message;
 use wshub::Config;
+
+/// The parser is a real check: a good exposition parses, and each kind of
+/// malformed one is refused.
+#[test]
+fn the_parser_refuses_a_malformed_exposition() {
+    let good = "# HELP wshub_x_total Things.\n# TYPE wshub_x_total counter\n\
+                wshub_x_total{a=\"b\"} 1\nwshub_x_total{a=\"c\"} 2\n\
+                # HELP wshub_y Now.\n# TYPE wshub_y gauge\nwshub_y 3.5\n";
+    let parsed = try_parse(good).expect("a good exposition parses");
+    assert_eq!(parsed.get("wshub_x_total{a=b}"), 1.0);
+    assert_eq!(parsed.get("wshub_x_total{a=c}"), 2.0);
+    assert_eq!(parsed.get("wshub_y"), 3.5);
+    assert_eq!(parsed.types["wshub_x"], "counter");
+    assert_eq!(parsed.types["wshub_y"], "gauge");
+    // Each alone, and after the good lines (a family of its own, so that
+    // only its own fault can be what is refused).
+    for (what, bad) in [
+        ("an unclosed label set", "wshub_z{a=\"b\" 1\n"),
+        ("a value that is no number", "wshub_z not_a_number\n"),
+        ("an unquoted label value", "wshub_z{a=b} 1\n"),
+        ("no value", "wshub_z\n"),
+        ("a bad metric name", "wshub-z 1\n"),
+        ("an unknown type", "# TYPE wshub_z thermometer\nwshub_z 1\n"),
+        (
+            "a negative counter",
+            "# TYPE wshub_z_total counter\nwshub_z_total -1\n",
+        ),
+        (
+            "a sample twice",
+            "# TYPE wshub_z gauge\nwshub_z{a=\"b\"} 1\nwshub_z{a=\"b\"} 2\n",
+        ),
+        (
+            "a family split in two",
+            "# TYPE wshub_z gauge\nwshub_z 1\n# TYPE wshub_w gauge\nwshub_w 1\n\
+             # TYPE wshub_z gauge\nwshub_z 2\n",
+        ),
+    ] {
+        assert!(try_parse(bad).is_err(), "{what} was accepted: {bad:?}");
+        assert!(
+            try_parse(&format!("{good}{bad}")).is_err(),
+            "{what} after good lines was accepted: {bad:?}"
+        );
+    }
+}
 
 #[test]
 fn metrics_parse_and_count_clients_messages_refusals_and_closes() {

@@ -316,10 +316,11 @@ pub fn serve_process(args: &[&str], env: &[(&str, &str)]) -> Served {
     }
 }
 
-/// `GET /metrics`, parsed by a real Prometheus parser (Python's
-/// `prometheus_client`, tests/tools/parse_metrics.py).
-/// One scrape, parsed: every sample by `name{label=value,…}` (labels
-/// sorted), and every family's type.
+/// One scrape of `GET /metrics`, parsed by a real, independent Prometheus
+/// parser (the `openmetrics-parser` crate's text-format grammar, not ours):
+/// every sample by `name{label=value,…}` (labels sorted), and every
+/// family's type (a counter's family named without its `_total`, as
+/// Prometheus's own client libraries name it).
 pub struct Scrape {
     pub samples: HashMap<String, f64>,
     pub types: HashMap<String, String>,
@@ -345,42 +346,49 @@ pub fn scrape(addr: SocketAddr) -> Scrape {
     parse(body)
 }
 
-/// Runs the real parser over `body`; panics if it refuses it.
+/// Runs the parser over `body`; panics if it refuses it.
 pub fn parse(body: &str) -> Scrape {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/parse_metrics.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (with prometheus_client; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("write the exposition");
-    let out = child.wait_with_output().expect("the parser finishes");
-    assert!(
-        out.status.success(),
-        "prometheus_client refused the exposition: {}\n{body}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parser output");
-    let samples = v["samples"]
-        .as_object()
-        .expect("samples")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_f64().expect("a number")))
-        .collect();
-    let types = v["families"]
-        .as_object()
-        .expect("families")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().expect("a type").to_string()))
-        .collect();
-    Scrape { samples, types }
+    try_parse(body).unwrap_or_else(|e| panic!("the parser refused the exposition: {e}\n{body}"))
+}
+
+/// The parser's verdict on `body`: any line it cannot parse, a sample
+/// twice, or a family split in two is an error.
+pub fn try_parse(body: &str) -> Result<Scrape, String> {
+    use openmetrics_parser::{PrometheusType, PrometheusValue, prometheus};
+
+    let exposition = prometheus::parse_prometheus(body).map_err(|e| e.to_string())?;
+    let mut samples = HashMap::new();
+    let mut types = HashMap::new();
+    for (name, family) in &exposition.families {
+        let family_name = match family.family_type {
+            PrometheusType::Counter => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        types.insert(family_name.to_string(), family.family_type.to_string());
+        for sample in family.iter_samples() {
+            let value = match &sample.value {
+                PrometheusValue::Counter(c) => c.value.as_f64(),
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                other => return Err(format!("{name}: no {other:?} in wshub's exposition")),
+            };
+            let mut labels: Vec<String> = sample
+                .get_labelset()
+                .map_err(|e| format!("{name}: {e}"))?
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.sort();
+            let key = if labels.is_empty() {
+                name.clone()
+            } else {
+                format!("{name}{{{}}}", labels.join(","))
+            };
+            if samples.insert(key.clone(), value).is_some() {
+                return Err(format!("duplicate sample {key}"));
+            }
+        }
+    }
+    Ok(Scrape { samples, types })
 }
 
 /// Whether `program` runs here (`program ARG` starts). Without it, a test
