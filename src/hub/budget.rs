@@ -22,9 +22,7 @@ impl Hub {
         }
         let mut queued: Vec<(usize, &Member)> = self
             .rooms
-            .values()
-            .flatten()
-            .flat_map(|lane| lane.iter())
+            .chat_members()
             .map(|m| (m.outbox.queued_bytes(), m))
             // A queue of no more than one writer batch is keeping up: the
             // frames it holds are the newest, held by the others as well,

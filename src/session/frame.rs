@@ -223,6 +223,12 @@ impl Frame {
         self.close
     }
 
+    /// The payload (for tests that look at what was queued).
+    #[cfg(test)]
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.body
+    }
+
     /// Bytes on the wire.
     pub(crate) fn len(&self) -> usize {
         self.head_len as usize + self.body.len()

@@ -7,26 +7,18 @@
 
 use std::sync::Arc;
 
-use super::{Hub, Query, present};
+use super::joins::present;
+use super::{Hub, Query};
 use crate::hub::fanout::Delivery;
-use crate::hub::member::Member;
 use crate::presence;
 use crate::session::outbox::Burst;
 
 impl Hub {
-    pub(super) fn members(&self, room: &str) -> impl Iterator<Item = &Member> {
-        self.rooms
-            .get(room)
-            .into_iter()
-            .flatten()
-            .flat_map(|lane| lane.iter())
-    }
-
     fn summary<'a>(&'a self, room: &'a str) -> presence::RoomSummary<'a> {
         presence::RoomSummary {
             name: room,
-            clients: self.members(room).count(),
-            relayed: self.relayed.get(room).copied().unwrap_or(0),
+            clients: self.rooms.members(room).count(),
+            relayed: self.rooms.relayed(room),
             history: self.histories.held(room).0,
         }
     }
@@ -35,13 +27,12 @@ impl Hub {
         self.sweep();
         match query {
             Query::Rooms(reply) => {
-                let mut names: Vec<&Arc<str>> = self.rooms.keys().collect();
-                names.sort();
+                let names = self.rooms.names();
                 let json = presence::rooms_json(names.into_iter().map(|r| self.summary(r)));
                 let _ = reply.send(json);
             }
             Query::Room(room, reply) => {
-                let known = self.rooms.contains_key(&room) || self.histories.held(&room).0 > 0;
+                let known = self.rooms.contains(&room) || self.histories.held(&room).0 > 0;
                 let info = known.then(|| {
                     let summary = self.summary(&room);
                     presence::RoomInfo {
@@ -50,6 +41,7 @@ impl Hub {
                         relayed: summary.relayed,
                         history: summary.history,
                         members: self
+                            .rooms
                             .members(&room)
                             .map(|m| {
                                 let p = present(m);
@@ -65,62 +57,36 @@ impl Hub {
             }
             Query::Totals(reply) => {
                 let history = self.histories.enabled().then(|| self.histories.totals());
-                let _ = reply.send((self.rooms.len(), history));
+                let _ = reply.send((self.rooms.count(), history));
             }
         }
     }
 
-    /// Clients of `room` on other instances.
-    pub(super) fn remote_count(&self, room: &str) -> usize {
-        self.remote.get(room).map_or(0, Vec::len)
-    }
-
+    /// Another instance's client joined (`Some(name)`) or left `room`:
+    /// announced to the room's presence clients.
     pub(super) fn remote_presence(
         &mut self,
         room: Arc<str>,
         key: Arc<str>,
         name: Option<Arc<str>>,
     ) {
-        if !self.rooms.contains_key(&room) {
-            return;
+        if let Some((event, who)) = self.rooms.remote_change(&room, key, name) {
+            let clients = self.rooms.clients(&room);
+            self.notify(&room, event, &who, clients);
         }
-        let list = self.remote.entry(room.clone()).or_default();
-        let (event, who) = match name {
-            Some(name) => {
-                if list.iter().any(|(k, _)| *k == key) {
-                    return;
-                }
-                list.push((key, name.clone()));
-                ("join", name)
-            }
-            None => match list.iter().position(|(k, _)| *k == key) {
-                Some(i) => ("leave", list.remove(i).1),
-                None => return,
-            },
-        };
-        let clients = self.members(&room).count() + self.remote_count(&room);
-        self.notify(&room, event, &who, clients);
     }
 
+    /// Another instance stopped: its clients leave every room.
     pub(super) fn instance_gone(&mut self, instance: &str) {
-        let prefix = format!("{instance}:");
-        let rooms: Vec<Arc<str>> = self.remote.keys().cloned().collect();
-        for room in rooms {
-            let gone: Vec<Arc<str>> = self.remote[&room]
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in gone {
-                self.remote_presence(room.clone(), key, None);
-            }
+        for (room, key) in self.rooms.remote_of(instance) {
+            self.remote_presence(room, key, None);
         }
     }
 
     /// Tells the room's presence clients about a join or leave, in order
     /// with its messages (through the lanes, as every delivery).
     pub(super) fn notify(&mut self, room: &Arc<str>, event: &str, name: &str, clients: usize) {
-        let Some(room_lanes) = self.rooms.get(room) else {
+        let Some(room_lanes) = self.rooms.lanes(room) else {
             return;
         };
         if !room_lanes
