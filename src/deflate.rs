@@ -21,10 +21,14 @@
 //! the compressor's (a peer's `*_max_window_bits` below 15) is honoured by
 //! compressing only messages no longer than that window.
 //!
-//! May touch: the bytes it is given, and its own counters ([`Counts`]).
+//! May touch: the bytes it is given, the calling thread's compressor
+//! ([`compress`]), and the [`Counts`] an [`Inflater`] was given
+//! ([`Inflater::counted`]), where it adds each message it inflates (the
+//! other counts are added by their callers); nothing else.
 
 use std::cell::RefCell;
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -244,18 +248,23 @@ pub(crate) fn compress(payload: &[u8], level: u32) -> Option<Vec<u8>> {
 #[derive(Debug)]
 enum At {
     Header,
-    /// Inside a frame's payload: bytes left, whether they are deflated,
-    /// whether the frame is final, its mask and how far into it we are.
-    Payload {
-        left: u64,
-        deflated: bool,
-        fin: bool,
-        mask: Option<[u8; 4]>,
-        offset: usize,
-    },
+    /// Inside a frame's payload.
+    Payload(Payload),
     /// Bytes that did not parse as a frame: handed on as they are, for
     /// tungstenite to refuse.
     Garbage,
+}
+
+/// The frame whose payload the inflater is in: bytes left, whether they
+/// are deflated, whether the frame is final, its mask and how far into it
+/// we are.
+#[derive(Debug, Clone, Copy)]
+struct Payload {
+    left: u64,
+    deflated: bool,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    offset: usize,
 }
 
 /// What compression did on one server, counted where it happens and
@@ -421,89 +430,123 @@ impl Inflater {
         self.output.len() - self.out_pos
     }
 
+    /// Runs the state machine until output is waiting or more input is
+    /// needed: inflating what is pending comes first (unless it is an
+    /// unfinished block), then a move in the byte stream from where it is.
     fn step(&mut self) -> Result<(), Refusal> {
         self.stalled = false;
         loop {
             if self.waiting() >= OUTPUT_MAX {
                 return Ok(());
             }
-            if (!self.pending.is_empty() || self.finishing) && !self.partial {
-                match self.inflate_pending()? {
-                    Inflated::OutputFull => return Ok(()),
-                    Inflated::NeedMore if !self.finishing => self.partial = true,
-                    // With the tail in, nothing more can come.
-                    Inflated::NeedMore | Inflated::Drained => {
-                        if self.finishing {
-                            self.end_message();
-                        }
-                    }
+            let flow = if (!self.pending.is_empty() || self.finishing) && !self.partial {
+                self.step_pending()?
+            } else {
+                match self.at {
+                    At::Garbage => self.step_garbage(),
+                    At::Header => self.step_header()?,
+                    At::Payload(payload) => self.step_payload(payload),
                 }
-                continue;
+            };
+            if flow.is_break() {
+                return Ok(());
             }
-            let avail = &self.input[self.pos..];
-            match &mut self.at {
-                At::Garbage => {
-                    self.output.extend_from_slice(avail);
-                    self.pos = self.input.len();
-                    return Ok(());
-                }
-                At::Header => {
-                    let mut cursor = io::Cursor::new(avail);
-                    match FrameHeader::parse(&mut cursor) {
-                        Ok(None) => {
-                            self.stalled = true;
-                            return Ok(());
-                        }
-                        Err(_) => self.at = At::Garbage,
-                        Ok(Some((header, len))) => {
-                            let used = cursor.position() as usize;
-                            self.begin_frame(header, len, used)?;
-                        }
-                    }
-                }
-                At::Payload { left: 0, .. } => self.at = At::Header,
-                At::Payload {
-                    left,
-                    deflated,
-                    fin,
-                    mask,
-                    offset,
-                } => {
-                    if avail.is_empty() {
-                        self.stalled = true;
-                        return Ok(());
-                    }
-                    let take = (*left).min(avail.len() as u64) as usize;
-                    let bytes = &avail[..take];
-                    if *deflated {
-                        self.partial = false;
-                        self.received += take;
-                        match mask {
-                            Some(key) => self.pending.extend(
-                                bytes
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, b)| b ^ key[(*offset + i) % 4]),
-                            ),
-                            None => self.pending.extend_from_slice(bytes),
-                        }
-                    } else {
-                        self.output.extend_from_slice(bytes);
-                    }
-                    *left -= take as u64;
-                    *offset += take;
-                    self.pos += take;
-                    if *left == 0 {
-                        if *deflated && *fin {
-                            self.pending.extend_from_slice(&TAIL);
-                            self.finishing = true;
-                            self.partial = false;
-                        }
-                        self.at = At::Header;
-                    }
+        }
+    }
+
+    /// Inflates what is pending; ends the message once its tail is in and
+    /// inflated. Breaks when enough output waits.
+    fn step_pending(&mut self) -> Result<ControlFlow<()>, Refusal> {
+        match self.inflate_pending()? {
+            Inflated::OutputFull => return Ok(ControlFlow::Break(())),
+            Inflated::NeedMore if !self.finishing => self.partial = true,
+            // With the tail in, nothing more can come.
+            Inflated::NeedMore | Inflated::Drained => {
+                if self.finishing {
+                    self.end_message();
                 }
             }
         }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// [`At::Garbage`]: hands on all the input as it is. Breaks.
+    fn step_garbage(&mut self) -> ControlFlow<()> {
+        self.output.extend_from_slice(&self.input[self.pos..]);
+        self.pos = self.input.len();
+        ControlFlow::Break(())
+    }
+
+    /// [`At::Header`]: parses the next frame header and begins its frame;
+    /// what does not parse makes the rest garbage. Breaks (stalled) while
+    /// the header is incomplete.
+    fn step_header(&mut self) -> Result<ControlFlow<()>, Refusal> {
+        let mut cursor = io::Cursor::new(&self.input[self.pos..]);
+        match FrameHeader::parse(&mut cursor) {
+            Ok(None) => {
+                self.stalled = true;
+                return Ok(ControlFlow::Break(()));
+            }
+            Err(_) => self.at = At::Garbage,
+            Ok(Some((header, len))) => {
+                let used = cursor.position() as usize;
+                self.begin_frame(header, len, used)?;
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// [`At::Payload`]: takes what input there is of the payload, deflated
+    /// bytes (unmasked) into `pending`, plain ones straight to the output;
+    /// after the payload, a header. Breaks (stalled) when the input is
+    /// used up.
+    fn step_payload(&mut self, mut payload: Payload) -> ControlFlow<()> {
+        if payload.left == 0 {
+            self.at = At::Header;
+            return ControlFlow::Continue(());
+        }
+        let avail = &self.input[self.pos..];
+        if avail.is_empty() {
+            self.stalled = true;
+            return ControlFlow::Break(());
+        }
+        let take = payload.left.min(avail.len() as u64) as usize;
+        let bytes = &avail[..take];
+        if payload.deflated {
+            self.partial = false;
+            self.received += take;
+            match payload.mask {
+                Some(key) => self.pending.extend(
+                    bytes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| b ^ key[(payload.offset + i) % 4]),
+                ),
+                None => self.pending.extend_from_slice(bytes),
+            }
+        } else {
+            self.output.extend_from_slice(bytes);
+        }
+        payload.left -= take as u64;
+        payload.offset += take;
+        self.pos += take;
+        if payload.left == 0 {
+            if payload.deflated && payload.fin {
+                self.tail_in();
+            }
+            self.at = At::Header;
+        } else {
+            self.at = At::Payload(payload);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The last frame of a deflated message is in: the sync flush's tail
+    /// goes after it, and the message ends once that is inflated.
+    fn tail_in(&mut self) {
+        self.pending.extend_from_slice(&TAIL);
+        self.finishing = true;
+        self.partial = false;
     }
 
     /// A frame header of `used` bytes at `pos`, with `len` payload bytes.
@@ -548,17 +591,15 @@ impl Inflater {
             self.output.extend_from_slice(raw);
         }
         self.pos += used;
-        self.at = At::Payload {
+        self.at = At::Payload(Payload {
             left: len,
             deflated,
             fin: header.is_final,
             mask: header.mask,
             offset: 0,
-        };
+        });
         if deflated && len == 0 && header.is_final {
-            self.pending.extend_from_slice(&TAIL);
-            self.finishing = true;
-            self.partial = false;
+            self.tail_in();
             self.at = At::Header;
         }
         Ok(())

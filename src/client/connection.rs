@@ -7,11 +7,14 @@
 //! `send_queue` entries that [`Connection::send`] fills (and waits on when
 //! it is full). The handshake is `dial`'s.
 //!
-//! May touch: its own socket, threads and channels.
+//! May touch: its own socket (through its `Wire`), threads and channels,
+//! and the log (a failed writer, at debug level); on [`Connection::send`]
+//! with deflate agreed, the calling thread's compressor
+//! (`deflate::compress`); nothing else.
 
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -43,6 +46,14 @@ pub struct Connection {
     ending: Arc<Mutex<Option<Ending>>>,
 }
 
+/// `mutex` locked, recovered if a panic poisoned it (as `Wire`'s lock
+/// is): what these mutexes guard (thread handles, how the connection
+/// ended) is never left half-updated, and a panic elsewhere must not make
+/// the connection lose a join or its ending.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The session's threads, kept for joining.
 #[derive(Default)]
 struct Threads(Mutex<Vec<JoinHandle<()>>>);
@@ -50,20 +61,15 @@ struct Threads(Mutex<Vec<JoinHandle<()>>>);
 impl Spawn for Threads {
     fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
         let handle = thread::Builder::new().name(name).spawn(body)?;
-        if let Ok(mut threads) = self.0.lock() {
-            threads.push(handle);
-        }
+        // Even after a panic elsewhere: a handle left out is never joined.
+        lock(&self.0).push(handle);
         Ok(())
     }
 }
 
 impl Threads {
     fn join(&self) {
-        let threads: Vec<_> = self
-            .0
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
+        let threads: Vec<_> = lock(&self.0).drain(..).collect();
         for t in threads {
             let _ = t.join();
         }
@@ -228,7 +234,7 @@ impl Connection {
             self.wire.shutdown(Shutdown::Both);
         }
         self.threads.join();
-        self.ending.lock().ok().and_then(|e| e.clone())
+        lock(&self.ending).clone()
     }
 }
 
@@ -288,9 +294,8 @@ impl Target for Inbox {
             Ending::WeClosed(code, reason) => Some(close::frame(*code, reason)),
             Ending::Dropped(_) => None,
         };
-        if let Ok(mut slot) = self.ending.lock() {
-            *slot = Some(end);
-        }
+        // Recorded even if a panic poisoned the lock: `wait` reports it.
+        *lock(&self.ending) = Some(end);
         let _ = self.messages.send(Message::Close(close));
     }
 }

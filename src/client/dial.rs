@@ -6,7 +6,8 @@
 //! lost. [`Connection`](crate::Connection) runs a session on the result;
 //! [`dial`] hands it over raw.
 //!
-//! May touch: the new socket only.
+//! May touch: the system's name resolver (to look up the host) and the
+//! socket it opens (its options and timeouts); nothing else.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -104,22 +105,7 @@ impl Dialed {
 /// with another status than 101, and [`Error::Handshake`] for an answer
 /// that is not a valid WebSocket handshake.
 pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => {
-            return Err(Error::Url(format!(
-                "{url:?}: wss:// (TLS) is not supported; use ws://"
-            )));
-        }
-        _ => {
-            return Err(Error::Url(format!(
-                "{url:?}: expected ws://host[:port]/path"
-            )));
-        }
-    }
+    let uri = ws_uri(url)?;
     let host = uri
         .host()
         .ok_or_else(|| Error::Url(format!("{url:?}: no host")))?;
@@ -131,7 +117,43 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
         options.connect_timeout,
     )?;
     let _ = stream.set_nodelay(true);
+    let key = write_request(&stream, &uri, host, options)?;
+    let (status, headers, rest) = read_response(&stream, deadline)?;
+    let (subprotocol, deflate) = check_response(status, &headers, &key, options)?;
+    Ok(Dialed {
+        stream,
+        rest,
+        subprotocol,
+        deflate,
+    })
+}
 
+/// `url` parsed, if it is a `ws://` URL ([`Error::Url`] otherwise, with a
+/// word for `wss://`, which is not supported).
+fn ws_uri(url: &str) -> Result<Uri> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
+    match uri.scheme_str() {
+        Some("ws") => Ok(uri),
+        Some("wss") => Err(Error::Url(format!(
+            "{url:?}: wss:// (TLS) is not supported; use ws://"
+        ))),
+        _ => Err(Error::Url(format!(
+            "{url:?}: expected ws://host[:port]/path"
+        ))),
+    }
+}
+
+/// Writes the upgrade request for `uri` (on `host`) with what `options`
+/// ask for, under the write timeout (set here for good), and returns the
+/// `Sec-WebSocket-Key` it sent, which the 101 must answer.
+fn write_request(
+    stream: &TcpStream,
+    uri: &Uri,
+    host: &str,
+    options: &ConnectOptions,
+) -> Result<String> {
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
     let mut request = Request::builder()
         .uri(uri.clone())
@@ -157,15 +179,26 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
         .map_err(|e| Error::Url(format!("bad request header: {e}")))?;
     let (bytes, key) = generate_request(request)?;
     stream.set_write_timeout(Some(options.write_timeout))?;
-    (&stream).write_all(&bytes)?;
+    (&*stream).write_all(&bytes)?;
+    Ok(key)
+}
 
-    let (status, headers, rest) = read_response(&stream, deadline)?;
+/// Checks the server's answer to the request that sent `key`: a 101 with
+/// the upgrade headers and the right accept, a subprotocol only if one
+/// was offered, an extension only if compression was offered. Returns the
+/// subprotocol and the deflate agreement.
+fn check_response(
+    status: StatusCode,
+    headers: &Headers,
+    key: &str,
+    options: &ConnectOptions,
+) -> Result<(Option<String>, Option<Agreement>)> {
     if status != StatusCode::SWITCHING_PROTOCOLS {
         return Err(Error::Status(status.as_u16()));
     }
     let accept = headers.get("sec-websocket-accept").map(|v| v.as_bytes());
-    if !has_token(&headers, "upgrade", "websocket")
-        || !has_token(&headers, "connection", "upgrade")
+    if !has_token(headers, "upgrade", "websocket")
+        || !has_token(headers, "connection", "upgrade")
         || accept != Some(derive_accept_key(key.as_bytes()).as_bytes())
     {
         return Err(Error::Handshake(
@@ -183,18 +216,13 @@ pub fn dial(url: &str, options: &ConnectOptions) -> Result<Dialed> {
             "server chose subprotocol {p:?}, which was not offered"
         )));
     }
-    let deflate = deflate::accept(&headers).map_err(Error::Handshake)?;
+    let deflate = deflate::accept(headers).map_err(Error::Handshake)?;
     if deflate.is_some() && !options.compression {
         return Err(Error::Handshake(
             "server answered with an extension that was not offered".into(),
         ));
     }
-    Ok(Dialed {
-        stream,
-        rest,
-        subprotocol,
-        deflate,
-    })
+    Ok((subprotocol, deflate))
 }
 
 /// Connects to the first address of `host` that answers.

@@ -45,10 +45,13 @@
 //! and bytes. Nothing here blocks except [`Outbox::send`], which only the
 //! dialling side uses.
 //!
-//! May touch: the channel and the atomics in this file; nothing else.
+//! May touch: the channel, the atomics and the close slot in this file;
+//! with a direct `Wire`, the connection's socket through it (writes by
+//! [`Outbox::offer`], and a shutdown by [`Outbox::evict`] when half a frame
+//! is out); nothing else.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
@@ -161,6 +164,15 @@ struct State {
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
+}
+
+impl State {
+    /// The close request's slot, recovered if a panic poisoned it (as
+    /// `Wire`'s lock is): an `Option` is never left half-written, and a
+    /// panic elsewhere must not make the writer lose a close.
+    fn close_slot(&self) -> MutexGuard<'_, Option<CloseFrame>> {
+        self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The sending half of a connection's mailbox. Cheap to clone.
@@ -319,9 +331,7 @@ impl Outbox {
 
     /// Asks the writer to send this Close next and stop; the first request wins.
     pub(crate) fn close_now(&self, frame: CloseFrame) {
-        if let Ok(mut slot) = self.state.close.lock() {
-            slot.get_or_insert(frame);
-        }
+        self.state.close_slot().get_or_insert(frame);
         self.raise();
     }
 
@@ -410,11 +420,7 @@ impl Mailbox {
 
     /// The pending close request, if any.
     pub(crate) fn take_close(&self) -> Option<CloseFrame> {
-        self.state
-            .close
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take())
+        self.state.close_slot().take()
     }
 
     /// Whether the reader has exited.
