@@ -9,8 +9,10 @@
 //! and, given `--pid`, reads the server's CPU time and memory from /proc.
 //!
 //! The generator's own client code is in `raw`: it parses frames in place,
-//! reads many sockets per thread through epoll and writes a sender's frames
-//! in batches, so that it is not the bottleneck it measures.
+//! reads many sockets per thread through epoll and frames a sender's
+//! messages into a buffer it reuses (written one message per system call,
+//! or in batches with `fanout --batch-writes`), so that it is not the
+//! bottleneck it measures.
 
 mod fanout;
 mod raw;
@@ -95,7 +97,7 @@ pub(crate) struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    fn of(h: &Histogram) -> Percentiles {
         let us = |ns: u64| (ns as f64 / 1000.0 * 10.0).round() / 10.0;
         Percentiles {
             p50: us(h.value_at_quantile(0.50)),
@@ -106,8 +108,11 @@ impl Percentiles {
     }
 }
 
+/// Latencies in nanoseconds.
+pub(crate) type Histogram = hdrhistogram::Histogram<u64>;
+
 /// Nanosecond histogram, 1 ns to 100 s, three significant digits.
-pub(crate) fn histogram() -> hdrhistogram::Histogram<u64> {
+pub(crate) fn histogram() -> Histogram {
     hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -1,5 +1,6 @@
 //! The echo, idle and churn scenarios.
 
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -9,8 +10,10 @@ use clap::Args;
 use humantime::Duration as HumanDuration;
 use serde::Serialize;
 
-use super::raw::{self, Pacer, Seen};
-use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
+use super::raw::{self, Pacer, RawConn, Seen};
+use super::{
+    Common, Histogram, Percentiles, ProcSample, emit, histogram, interactive, sample, secs,
+};
 
 /// Flags of `wshub bench echo`.
 #[derive(Debug, Args)]
@@ -72,22 +75,8 @@ pub(super) fn echo(args: &EchoArgs) -> Result<(), String> {
     let mut error = None;
     while Instant::now() < deadline {
         let sent = Instant::now();
-        if let Err(e) = conn.writer.text(&payload, &mut scratch) {
-            error = Some(e.to_string());
-            break;
-        }
-        let writer = conn.writer.clone();
-        let mut got = false;
-        let r = conn.reader.run(|seen| match seen {
-            Seen::Data(..) => {
-                got = true;
-                false
-            }
-            Seen::Ping(p) => writer.pong(p).is_ok(),
-            _ => false,
-        });
-        if !got {
-            error = Some(r.err().map_or("server closed".into(), |e| e.to_string()));
+        if let Err(e) = round_trip(&mut conn, &payload, &mut scratch) {
+            error = Some(e);
             break;
         }
         let _ = hist.record(sent.elapsed().as_nanos().max(1) as u64);
@@ -119,10 +108,29 @@ pub(super) fn echo(args: &EchoArgs) -> Result<(), String> {
         report.rtt_us.max
     );
     emit(&report);
-    match error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    error.map_or(Ok(()), Err)
+}
+
+/// Sends `payload` and waits for the first data frame back (answering
+/// pings meanwhile).
+fn round_trip(conn: &mut RawConn, payload: &[u8], scratch: &mut Vec<u8>) -> Result<(), String> {
+    conn.writer
+        .text(payload, scratch)
+        .map_err(|e| e.to_string())?;
+    let writer = conn.writer.clone();
+    let mut got = false;
+    let r = conn.reader.run(|seen| match seen {
+        Seen::Data(..) => {
+            got = true;
+            false
+        }
+        Seen::Ping(p) => writer.pong(p).is_ok(),
+        _ => false,
+    });
+    if !got {
+        return Err(r.err().map_or("server closed".into(), |e| e.to_string()));
     }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -156,27 +164,7 @@ fn tcp_kernel_kib() -> Option<u64> {
 pub(super) fn idle(args: &IdleArgs) -> Result<(), String> {
     let before = args.common.pid.and_then(sample);
     let tcp_before = tcp_kernel_kib();
-    let mut pacer = Pacer::new(args.common.connect_rate);
-    let mut held = Vec::with_capacity(args.clients);
-    let mut failures = 0;
-    for i in 0..args.clients {
-        pacer.wait();
-        match raw::dial_bare(&args.common.url) {
-            Ok(s) => held.push(s),
-            Err(e) => {
-                failures += 1;
-                if failures <= 3 {
-                    eprintln!("wshub bench: client {i}: {e}");
-                }
-            }
-        }
-        if interactive() && i % 500 == 499 {
-            eprint!("\rconnected {}/{}", i + 1, args.clients);
-        }
-    }
-    if interactive() {
-        eprintln!();
-    }
+    let (held, failures) = connect_idle(args);
     thread::sleep(args.settle.into());
     let after = args.common.pid.and_then(sample);
     let tcp_after = tcp_kernel_kib();
@@ -203,23 +191,60 @@ pub(super) fn idle(args: &IdleArgs) -> Result<(), String> {
             _ => None,
         },
     };
-    println!("idle: {} of {} clients connected", held.len(), args.clients);
-    if let Some(r) = report.rss_kib_per_connection {
-        println!(
-            "  server RSS {:.2} KiB per connection; {:.2} threads per connection; page tables {:.2} KiB; kernel stacks {:.1} KiB; socket buffers {:.2} KiB (both ends, loopback)",
-            r,
-            report.threads_per_connection.unwrap_or(0.0),
-            report.page_tables_kib_per_connection.unwrap_or(0.0),
-            report.kernel_stack_kib_per_connection.unwrap_or(0.0),
-            report.kernel_socket_kib_per_connection.unwrap_or(0.0),
-        );
-    }
+    report.print();
     emit(&report);
     drop(held);
     if failures > 0 {
         return Err(format!("{failures} clients could not connect"));
     }
     Ok(())
+}
+
+/// Connects --clients bare sockets at --connect-rate: those held, and how
+/// many failed (the first three said on stderr).
+fn connect_idle(args: &IdleArgs) -> (Vec<TcpStream>, usize) {
+    let mut pacer = Pacer::new(args.common.connect_rate);
+    let mut held = Vec::with_capacity(args.clients);
+    let mut failures = 0;
+    for i in 0..args.clients {
+        pacer.wait();
+        match raw::dial_bare(&args.common.url) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("wshub bench: client {i}: {e}");
+                }
+            }
+        }
+        if interactive() && i % 500 == 499 {
+            eprint!("\rconnected {}/{}", i + 1, args.clients);
+        }
+    }
+    if interactive() {
+        eprintln!();
+    }
+    (held, failures)
+}
+
+impl IdleReport<'_> {
+    /// The human summary.
+    fn print(&self) {
+        println!(
+            "idle: {} of {} clients connected",
+            self.connected, self.clients
+        );
+        if let Some(r) = self.rss_kib_per_connection {
+            println!(
+                "  server RSS {:.2} KiB per connection; {:.2} threads per connection; page tables {:.2} KiB; kernel stacks {:.1} KiB; socket buffers {:.2} KiB (both ends, loopback)",
+                r,
+                self.threads_per_connection.unwrap_or(0.0),
+                self.page_tables_kib_per_connection.unwrap_or(0.0),
+                self.kernel_stack_kib_per_connection.unwrap_or(0.0),
+                self.kernel_socket_kib_per_connection.unwrap_or(0.0),
+            );
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -242,37 +267,7 @@ pub(super) fn churn(args: &ChurnArgs) -> Result<(), String> {
     let workers: Vec<_> = (0..args.workers.max(1))
         .map(|_| {
             let (url, failures) = (args.common.url.clone(), failures.clone());
-            thread::spawn(move || {
-                let mut hist = histogram();
-                let mut scratch = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    let ok = (|| -> std::io::Result<bool> {
-                        let mut conn = raw::dial(&url)?;
-                        conn.writer.text(b"churn", &mut scratch)?;
-                        let mut got = false;
-                        conn.reader.run(|seen| {
-                            got = matches!(seen, Seen::Data(..));
-                            false
-                        })?;
-                        conn.writer.close()?;
-                        // Wait for the server's Close (or EOF): a complete session.
-                        conn.reader.run(|seen| !matches!(seen, Seen::Close(_)))?;
-                        Ok(got)
-                    })();
-                    match ok {
-                        Ok(true) => {
-                            n += 1;
-                            let _ = hist.record(t0.elapsed().as_nanos().max(1) as u64);
-                        }
-                        _ => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                (n, hist)
-            })
+            thread::spawn(move || churn_worker(&url, deadline, &failures))
         })
         .collect();
     let mut total = 0;
@@ -301,4 +296,40 @@ pub(super) fn churn(args: &ChurnArgs) -> Result<(), String> {
     );
     emit(&report);
     Ok(())
+}
+
+/// One worker: sessions back to back until `deadline`; how many completed
+/// and how long each took.
+fn churn_worker(url: &str, deadline: Instant, failures: &AtomicU64) -> (u64, Histogram) {
+    let mut hist = histogram();
+    let mut scratch = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        match one_session(url, &mut scratch) {
+            Ok(true) => {
+                n += 1;
+                let _ = hist.record(t0.elapsed().as_nanos().max(1) as u64);
+            }
+            _ => {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    (n, hist)
+}
+
+/// Connect, upgrade, one message and its echo, close: whether the echo came.
+fn one_session(url: &str, scratch: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut conn = raw::dial(url)?;
+    conn.writer.text(b"churn", scratch)?;
+    let mut got = false;
+    conn.reader.run(|seen| {
+        got = matches!(seen, Seen::Data(..));
+        false
+    })?;
+    conn.writer.close()?;
+    // Wait for the server's Close (or EOF): a complete session.
+    conn.reader.run(|seen| !matches!(seen, Seen::Close(_)))?;
+    Ok(got)
 }

@@ -50,26 +50,8 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
         Some(path) => Some(read_file(path)?),
         None => None,
     };
-    let mut headers = args.headers.clone();
-    if let Some(token) = &args.token {
-        headers.push(("Authorization".into(), format!("Bearer {token}")));
-    }
-    let options = ConnectOptions {
-        origin: args.origin.clone(),
-        subprotocols: args.subprotocols.clone(),
-        headers,
-        compression: args.compression,
-        max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
-        ..ConnectOptions::default()
-    };
-    let url = match &args.history {
-        Some(k) => {
-            let sep = if args.url.contains('?') { '&' } else { '?' };
-            format!("{}{sep}history={k}", args.url)
-        }
-        None => args.url.clone(),
-    };
-    let conn = Arc::new(Connection::connect(&url, &options).map_err(|e| e.to_string())?);
+    let options = connect_options(args);
+    let conn = Arc::new(Connection::connect(&room_url(args), &options).map_err(|e| e.to_string())?);
     // Installed only now (until connected, Ctrl-C simply ends the process)
     // and before "connected" is printed, which scripts may wait for.
     let signals = signal_channel()?;
@@ -83,28 +65,8 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
             .map_err(|e| e.to_string())?;
         eprintln!("sending file {name:?} ({} bytes)", contents.len());
     }
-    let stdin_done = if args.no_stdin {
-        never()
-    } else {
-        read_stdin(conn.clone())
-    };
-    let ticker = args.every.map_or_else(never, |d| tick(d.into()));
-    let every_text = args.text.clone().unwrap_or_default();
-
-    loop {
-        select! {
-            recv(conn.incoming()) -> message => match message {
-                Ok(Message::Close(_)) | Err(_) => return Ok(server_closed(&conn)),
-                Ok(message) => show(message, args.save_dir.as_deref()),
-            },
-            recv(stdin_done) -> _ => break,
-            recv(signals) -> _ => break,
-            recv(ticker) -> _ => {
-                if conn.send(Message::text(every_text.as_str())).is_err() {
-                    return Ok(server_closed(&conn));
-                }
-            }
-        }
+    if let Some(code) = exchange(args, &conn, &signals) {
+        return Ok(code);
     }
     // Our close: queued messages go first, then Close 1000; the server's
     // answer is awaited for up to a second once ours is out.
@@ -118,6 +80,61 @@ fn session(args: &ClientArgs) -> Result<u8, String> {
     }
     let _ = conn.wait(Duration::from_millis(100));
     Ok(0)
+}
+
+/// The options the flags ask for, a --token as a bearer header.
+fn connect_options(args: &ClientArgs) -> ConnectOptions {
+    let mut headers = args.headers.clone();
+    if let Some(token) = &args.token {
+        headers.push(("Authorization".into(), format!("Bearer {token}")));
+    }
+    ConnectOptions {
+        origin: args.origin.clone(),
+        subprotocols: args.subprotocols.clone(),
+        headers,
+        compression: args.compression,
+        max_message_bytes: usize::try_from(args.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
+        ..ConnectOptions::default()
+    }
+}
+
+/// --url, with `history=K` added to its query for --history.
+fn room_url(args: &ClientArgs) -> String {
+    match &args.history {
+        Some(k) => {
+            let sep = if args.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}history={k}", args.url)
+        }
+        None => args.url.clone(),
+    }
+}
+
+/// Shows what comes and sends stdin's lines and the --every text until
+/// stdin ends or a signal comes (None: we close), or the server ends the
+/// session (its exit code).
+fn exchange(args: &ClientArgs, conn: &Arc<Connection>, signals: &Receiver<()>) -> Option<u8> {
+    let stdin_done = if args.no_stdin {
+        never()
+    } else {
+        read_stdin(conn.clone())
+    };
+    let ticker = args.every.map_or_else(never, |d| tick(d.into()));
+    let every_text = args.text.clone().unwrap_or_default();
+    loop {
+        select! {
+            recv(conn.incoming()) -> message => match message {
+                Ok(Message::Close(_)) | Err(_) => return Some(server_closed(conn)),
+                Ok(message) => show(message, args.save_dir.as_deref()),
+            },
+            recv(stdin_done) -> _ => return None,
+            recv(signals) -> _ => return None,
+            recv(ticker) -> _ => {
+                if conn.send(Message::text(every_text.as_str())).is_err() {
+                    return Some(server_closed(conn));
+                }
+            }
+        }
+    }
 }
 
 fn read_file(path: &Path) -> Result<(String, Vec<u8>), String> {

@@ -4,16 +4,22 @@
 //! per-sender order, counts losses and reorders, and records one-way
 //! latency. Flat out, a sender keeps at most `--window` messages not yet
 //! received by everyone; the receiver that completes a message wakes it,
-//! and it then writes every message the window allows with one system call
-//! (each its own frame; `--write-per-message` writes them one by one). At a
-//! fixed rate the senders' schedules are spread evenly over one period.
+//! and it then writes what the window allows, one system call per message
+//! as a browser sends them (`--batch-writes`: all of them with one system
+//! call, each its own frame). At a fixed rate the senders' schedules are
+//! spread evenly over one period.
 //!
 //! The receiving side is one epoll set per reader thread (one per CPU), not
 //! a thread per client: with two cores shared with the server, a generator
 //! that woke a thread for every delivery would cost more than the server it
 //! measures.
+//!
+//! A [`Run`] goes through its phases in turn: connect every client and
+//! start the reader threads, measure (the senders, then the drain), stop,
+//! and add up the receivers' counts into the report.
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -21,19 +27,21 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use humantime::Duration as HumanDuration;
-type Histogram = hdrhistogram::Histogram<u64>;
-/// A reader thread's receivers' counts and its latency histogram.
-type PollerResult = Result<(Vec<ReceiverStats>, Histogram), String>;
 use serde::Serialize;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 mod receive;
 mod send;
 
-use super::raw::{self, Pacer, RawWriter};
-use super::{Common, Percentiles, ProcSample, emit, histogram, interactive, sample, secs};
+use super::raw::{self, Pacer, RawConn, RawWriter};
+use super::{
+    Common, Histogram, Percentiles, ProcSample, emit, histogram, interactive, sample, secs,
+};
 use receive::{Receiver, ReceiverState, poll_receivers};
 use send::send;
+
+/// A reader thread's receivers' counts and its latency histogram.
+type PollerResult = Result<(Vec<ReceiverStats>, Histogram), String>;
 
 /// Flags of `wshub bench fanout`.
 #[derive(Debug, Args)]
@@ -126,6 +134,39 @@ struct Shared {
     compress: bool,
 }
 
+impl Shared {
+    fn new(args: &FanoutArgs, clients: usize, senders: usize, stamp_at: usize) -> Shared {
+        let window = args.window.max(1);
+        Shared {
+            base: Instant::now(),
+            senders,
+            batch_writes: args.batch_writes,
+            fanout: (clients - 1 + usize::from(args.echo_sender)) as u32,
+            window,
+            flat_out: args.rate <= 0.0,
+            slots: (0..senders)
+                .map(|_| (0..window).map(|_| AtomicU32::new(0)).collect())
+                .collect(),
+            done: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            waiting: (0..senders).map(|_| AtomicBool::new(false)).collect(),
+            sender_threads: std::sync::OnceLock::new(),
+            delivered: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            stopping: AtomicBool::new(false),
+            stamp_at,
+            compress: args.compression,
+        }
+    }
+
+    /// Deliveries so far, all receivers together (as far as published).
+    fn delivered_so_far(&self) -> u64 {
+        self.delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// What one receiver saw (or, in [`Totals`], all of them).
 #[derive(Default)]
 struct ReceiverStats {
     delivered: u64,
@@ -135,12 +176,61 @@ struct ReceiverStats {
     close: Option<u16>,
     error: Option<String>,
     last: Option<Instant>,
-    hist: Option<hdrhistogram::Histogram<u64>>,
     /// Payload bytes of the data frames received, as they came (compressed
     /// or not).
     wire_bytes: u64,
     /// Of the deliveries, those that came compressed.
     compressed: u64,
+}
+
+/// Every receiver's counts added up, with all deliveries' latency and the
+/// disconnects by close code or error.
+struct Totals {
+    /// The sums; `last` is the last delivery of all (`close` and `error`
+    /// stay unset: they go to `disconnects`).
+    sum: ReceiverStats,
+    hist: Histogram,
+    disconnects: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    /// Waits for every reader thread and adds up what its receivers saw.
+    fn collect(readers: Vec<JoinHandle<PollerResult>>) -> Result<Totals, String> {
+        let mut total = Totals {
+            sum: ReceiverStats::default(),
+            hist: histogram(),
+            disconnects: BTreeMap::new(),
+        };
+        for r in readers {
+            let (stats, h) = match r.join() {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a reader thread panicked".into()),
+            };
+            let _ = total.hist.add(&h);
+            for st in stats {
+                total.add(st);
+            }
+        }
+        Ok(total)
+    }
+
+    fn add(&mut self, st: ReceiverStats) {
+        let sum = &mut self.sum;
+        sum.delivered += st.delivered;
+        sum.lost += st.lost;
+        sum.reordered += st.reordered;
+        sum.foreign += st.foreign;
+        sum.wire_bytes += st.wire_bytes;
+        sum.compressed += st.compressed;
+        sum.last = sum.last.max(st.last);
+        if let Some(code) = st.close {
+            *self.disconnects.entry(code.to_string()).or_insert(0) += 1;
+        }
+        if let Some(e) = st.error {
+            *self.disconnects.entry(format!("error: {e}")).or_insert(0) += 1;
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -174,6 +264,46 @@ struct Report<'a> {
     compressed_share: f64,
 }
 
+impl Report<'_> {
+    /// The human summary; `foreign` counts the messages ignored.
+    fn print(&self, foreign: u64) {
+        println!(
+            "fanout {} clients, {} senders, {} B, {}: sent {} expected {} delivered {} lost {} reordered {}",
+            self.clients,
+            self.senders,
+            self.size,
+            if self.rate > 0.0 {
+                format!("{}/s each", self.rate)
+            } else {
+                format!("flat out, window {}", self.window)
+            },
+            self.sent,
+            self.expected,
+            self.delivered,
+            self.lost,
+            self.reordered
+        );
+        println!(
+            "  {:.0} deliveries/s; latency p50 {} µs p90 {} µs p99 {} µs max {} µs{}",
+            self.deliveries_per_s,
+            self.latency_us.p50,
+            self.latency_us.p90,
+            self.latency_us.p99,
+            self.latency_us.max,
+            self.server_cpu_us_per_delivery
+                .map_or(String::new(), |c| format!(
+                    "; server CPU {c:.3} µs/delivery"
+                ))
+        );
+        if !self.disconnects.is_empty() {
+            println!("  disconnects: {:?}", self.disconnects);
+        }
+        if foreign > 0 {
+            println!("  {foreign} messages not from this benchmark were ignored");
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for &b in bytes {
@@ -184,47 +314,102 @@ fn hex(bytes: &[u8]) -> Option<u64> {
 }
 
 pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
-    let clients = args.clients.max(1);
-    let senders = args.senders.min(clients);
-    let stamp_at = if args.json { JSON_STAMP_AT } else { 0 };
-    if args.size < HEADER + stamp_at + if args.json { 60 } else { 0 } {
-        return Err(format!(
-            "--size must be at least {}",
-            HEADER + stamp_at + if args.json { 60 } else { 0 }
-        ));
-    }
-    let window = args.window.max(1);
-    let fanout = (clients - 1 + usize::from(args.echo_sender)) as u32;
-    let shared = Arc::new(Shared {
-        base: Instant::now(),
-        senders,
-        batch_writes: args.batch_writes,
-        fanout,
-        window,
-        flat_out: args.rate <= 0.0,
-        slots: (0..senders)
-            .map(|_| (0..window).map(|_| AtomicU32::new(0)).collect())
-            .collect(),
-        done: (0..senders).map(|_| AtomicU64::new(0)).collect(),
-        waiting: (0..senders).map(|_| AtomicBool::new(false)).collect(),
-        sender_threads: std::sync::OnceLock::new(),
-        delivered: (0..clients).map(|_| AtomicU64::new(0)).collect(),
-        stopping: AtomicBool::new(false),
-        stamp_at,
-        compress: args.compression,
-    });
+    let run = Run::new(args)?;
+    let clients = run.connect()?;
+    thread::sleep(args.settle.into());
+    let measured = run.measure(&clients.writers)?;
+    run.stop(&clients);
+    let totals = Totals::collect(clients.readers)?;
+    let foreign = totals.sum.foreign;
+    let report = run.report(&measured, totals);
+    report.print(foreign);
+    emit(&report);
+    Ok(())
+}
 
-    // Connect everyone. The receiving side is a few epoll threads, not a
-    // thread per client: a generator that woke one thread per delivery would
-    // spend more CPU than the server it measures (and on loopback the
-    // server's write pays for every wake-up of a sleeping reader).
-    let mut pacer = Pacer::new(args.common.connect_rate);
-    let mut writers = Vec::with_capacity(clients);
-    let mut sockets = Vec::with_capacity(clients);
-    let pollers = args.reader_threads.max(1).min(clients);
-    let mut groups: Vec<Vec<Receiver>> = (0..pollers).map(|_| Vec::new()).collect();
-    for id in 0..clients {
-        pacer.wait();
+/// One run of the scenario: its flags and what its threads share.
+struct Run<'a> {
+    args: &'a FanoutArgs,
+    clients: usize,
+    shared: Arc<Shared>,
+}
+
+/// The connected clients.
+struct Clients {
+    /// Per client, its writer (a sender's is also its sending side).
+    writers: Vec<RawWriter>,
+    /// Per client, its socket, to shut down at the end.
+    sockets: Vec<TcpStream>,
+    /// The reader threads, each with its group of clients.
+    readers: Vec<JoinHandle<PollerResult>>,
+}
+
+/// What [`Run::measure`] saw: when sending ran, what was sent and the
+/// server's /proc before and after.
+struct Measured {
+    start: Instant,
+    deadline: Instant,
+    sent: u64,
+    expected: u64,
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+}
+
+impl Run<'_> {
+    fn new(args: &FanoutArgs) -> Result<Run<'_>, String> {
+        let clients = args.clients.max(1);
+        let senders = args.senders.min(clients);
+        let stamp_at = if args.json { JSON_STAMP_AT } else { 0 };
+        let min_size = HEADER + stamp_at + if args.json { 60 } else { 0 };
+        if args.size < min_size {
+            return Err(format!("--size must be at least {min_size}"));
+        }
+        Ok(Run {
+            args,
+            clients,
+            shared: Arc::new(Shared::new(args, clients, senders, stamp_at)),
+        })
+    }
+
+    /// Connects everyone. The receiving side is a few epoll threads, not a
+    /// thread per client: a generator that woke one thread per delivery
+    /// would spend more CPU than the server it measures (and on loopback the
+    /// server's write pays for every wake-up of a sleeping reader).
+    fn connect(&self) -> Result<Clients, String> {
+        let (clients, senders) = (self.clients, self.shared.senders);
+        let mut pacer = Pacer::new(self.args.common.connect_rate);
+        let mut writers = Vec::with_capacity(clients);
+        let mut sockets = Vec::with_capacity(clients);
+        let pollers = self.args.reader_threads.max(1).min(clients);
+        let mut groups: Vec<Vec<Receiver>> = (0..pollers).map(|_| Vec::new()).collect();
+        for id in 0..clients {
+            pacer.wait();
+            let conn = self.dial(id)?;
+            sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
+            writers.push(conn.writer.clone());
+            groups[id % pollers].push(Receiver {
+                reader: conn.reader,
+                writer: conn.writer,
+                state: ReceiverState::new(id, !self.args.echo_sender && id < senders, senders),
+            });
+            if interactive() && id % 100 == 99 {
+                eprint!("\rconnected {}/{clients}", id + 1);
+            }
+        }
+        let readers = self.start_readers(groups)?;
+        if interactive() {
+            eprintln!("\rconnected {clients}/{clients}");
+        }
+        Ok(Clients {
+            writers,
+            sockets,
+            readers,
+        })
+    }
+
+    /// Dials client `id`: on --url, or on an --also-url in turn.
+    fn dial(&self, id: usize) -> Result<RawConn, String> {
+        let args = self.args;
         let urls = 1 + args.also_urls.len();
         let url = match id % urls {
             0 => &args.common.url,
@@ -237,202 +422,159 @@ pub(super) fn run(args: &FanoutArgs) -> Result<(), String> {
                 "client {id}: the server declined permessage-deflate (is --compression on?)"
             ));
         }
-        sockets.push(conn.reader.shutdown_handle().map_err(|e| e.to_string())?);
-        writers.push(conn.writer.clone());
-        groups[id % pollers].push(Receiver {
-            reader: conn.reader,
-            writer: conn.writer,
-            state: ReceiverState::new(id, !args.echo_sender && id < senders, senders),
-        });
-        if interactive() && id % 100 == 99 {
-            eprint!("\rconnected {}/{clients}", id + 1);
-        }
+        Ok(conn)
     }
-    let readers: Vec<JoinHandle<PollerResult>> = groups
-        .into_iter()
-        .enumerate()
-        .map(|(k, group)| {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("recv-{k}"))
-                .spawn(move || poll_receivers(group, &shared))
-                .map_err(|e| format!("cannot start a reader thread: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    if interactive() {
-        eprintln!("\rconnected {clients}/{clients}");
-    }
-    thread::sleep(args.settle.into());
 
-    let before = args.common.pid.and_then(sample);
-    let start = Instant::now();
-    let deadline = start + Duration::from(args.common.duration);
-    let size = args.size;
-    let (rate, binary, json) = (args.rate, args.binary, args.json);
-    let sender_handles: Vec<JoinHandle<u64>> = (0..senders)
-        .map(|s| {
-            let (shared, writer) = (shared.clone(), writers[s].clone());
-            thread::Builder::new()
-                .name(format!("send-{s}"))
-                .spawn(move || {
-                    let payload = send::Payload { size, binary, json };
-                    send(s, &shared, &writer, payload, rate, start, deadline)
-                })
-                .map_err(|e| format!("cannot start a sender: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let _ = shared
-        .sender_threads
-        .set(sender_handles.iter().map(|h| h.thread().clone()).collect());
+    /// One reader thread per group of receivers.
+    fn start_readers(
+        &self,
+        groups: Vec<Vec<Receiver>>,
+    ) -> Result<Vec<JoinHandle<PollerResult>>, String> {
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(k, group)| {
+                let shared = self.shared.clone();
+                thread::Builder::new()
+                    .name(format!("recv-{k}"))
+                    .spawn(move || poll_receivers(group, &shared))
+                    .map_err(|e| format!("cannot start a reader thread: {e}"))
+            })
+            .collect()
+    }
 
-    // Progress while sending.
-    while Instant::now() < deadline {
-        thread::sleep(
-            Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
-        );
-        if interactive() {
-            let d: u64 = shared
-                .delivered
-                .iter()
-                .map(|d| d.load(Ordering::Relaxed))
-                .sum();
-            let t = secs(start.elapsed());
-            eprint!("\r{t:5.1}s  {d} deliveries  {:.0}/s   ", d as f64 / t);
-        }
-    }
-    let sent: u64 = sender_handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or(0))
-        .sum();
-    let expected = sent * fanout as u64;
-    let drain_until = Instant::now() + Duration::from(args.drain);
-    while Instant::now() < drain_until {
-        let d: u64 = shared
-            .delivered
-            .iter()
-            .map(|d| d.load(Ordering::Relaxed))
-            .sum();
-        if d >= expected {
-            break;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    let after = args.common.pid.and_then(sample);
-    if interactive() {
-        eprintln!();
-    }
-    shared.stopping.store(true, Ordering::Release);
-    for w in &writers {
-        let _ = w.close();
-    }
-    for s in &sockets {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
-    let mut total = ReceiverStats {
-        hist: Some(histogram()),
-        ..ReceiverStats::default()
-    };
-    let mut disconnects = BTreeMap::new();
-    for r in readers {
-        let (stats, h) = match r.join() {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a reader thread panicked".into()),
+    /// Sends for --duration (progress on a terminal), then waits up to
+    /// --drain for the stragglers.
+    fn measure(&self, writers: &[RawWriter]) -> Result<Measured, String> {
+        let before = self.args.common.pid.and_then(sample);
+        let start = Instant::now();
+        let deadline = start + Duration::from(self.args.common.duration);
+        let schedule = send::Schedule {
+            rate: self.args.rate,
+            start,
+            deadline,
         };
-        if let Some(t) = total.hist.as_mut() {
-            let _ = t.add(&h);
+        let senders = self.start_senders(writers, schedule)?;
+        self.show_progress(start, deadline);
+        let sent: u64 = senders.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        let expected = sent * self.shared.fanout as u64;
+        self.drain(expected);
+        let after = self.args.common.pid.and_then(sample);
+        if interactive() {
+            eprintln!();
         }
-        for st in stats {
-            total.delivered += st.delivered;
-            total.lost += st.lost;
-            total.reordered += st.reordered;
-            total.foreign += st.foreign;
-            total.wire_bytes += st.wire_bytes;
-            total.compressed += st.compressed;
-            total.last = total.last.max(st.last);
-            if let Some(code) = st.close {
-                *disconnects.entry(code.to_string()).or_insert(0) += 1;
-            }
-            if let Some(e) = st.error {
-                *disconnects.entry(format!("error: {e}")).or_insert(0) += 1;
+        Ok(Measured {
+            start,
+            deadline,
+            sent,
+            expected,
+            before,
+            after,
+        })
+    }
+
+    /// One thread per sender, each on its client's writer.
+    fn start_senders(
+        &self,
+        writers: &[RawWriter],
+        schedule: send::Schedule,
+    ) -> Result<Vec<JoinHandle<u64>>, String> {
+        let args = self.args;
+        let payload = send::Payload {
+            size: args.size,
+            binary: args.binary,
+            json: args.json,
+        };
+        let handles: Vec<JoinHandle<u64>> = (0..self.shared.senders)
+            .map(|s| {
+                let (shared, writer) = (self.shared.clone(), writers[s].clone());
+                thread::Builder::new()
+                    .name(format!("send-{s}"))
+                    .spawn(move || send(s, &shared, &writer, payload, schedule))
+                    .map_err(|e| format!("cannot start a sender: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let _ = self
+            .shared
+            .sender_threads
+            .set(handles.iter().map(|h| h.thread().clone()).collect());
+        Ok(handles)
+    }
+
+    /// Until `deadline`: on a terminal, the deliveries so far twice a second.
+    fn show_progress(&self, start: Instant, deadline: Instant) {
+        while Instant::now() < deadline {
+            thread::sleep(
+                Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
+            );
+            if interactive() {
+                let d = self.shared.delivered_so_far();
+                let t = secs(start.elapsed());
+                eprint!("\r{t:5.1}s  {d} deliveries  {:.0}/s   ", d as f64 / t);
             }
         }
     }
-    let hist = total.hist.take().unwrap_or_else(histogram);
-    let elapsed = total.last.map_or(secs(deadline - start), |l| {
-        secs(l.saturating_duration_since(start)).max(1e-9)
-    });
-    // Whatever was not delivered by the end was lost, gap or not.
-    let lost = expected.saturating_sub(total.delivered).max(total.lost);
-    let cpu = match (before, after) {
-        (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
-        _ => None,
-    };
-    let report = Report {
-        scenario: "fanout",
-        label: &args.common.label,
-        clients,
-        senders,
-        size,
-        rate,
-        window,
-        echo_sender: args.echo_sender,
-        duration_s: secs(Duration::from(args.common.duration)),
-        sent,
-        expected,
-        delivered: total.delivered,
-        lost,
-        reordered: total.reordered,
-        disconnects,
-        deliveries_per_s: total.delivered as f64 / elapsed,
-        latency_us: Percentiles::of(&hist),
-        server_cpu_s: cpu,
-        server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / (total.delivered.max(1)) as f64),
-        server_before: before,
-        server_after: after,
-        json: args.json,
-        compression: args.compression,
-        wire_bytes_per_delivery: total.wire_bytes as f64 / total.delivered.max(1) as f64,
-        compressed_share: total.compressed as f64 / total.delivered.max(1) as f64,
-    };
-    println!(
-        "fanout {} clients, {} senders, {} B, {}: sent {} expected {} delivered {} lost {} reordered {}",
-        clients,
-        senders,
-        size,
-        if rate > 0.0 {
-            format!("{rate}/s each")
-        } else {
-            format!("flat out, window {window}")
-        },
-        report.sent,
-        report.expected,
-        report.delivered,
-        report.lost,
-        report.reordered
-    );
-    println!(
-        "  {:.0} deliveries/s; latency p50 {} µs p90 {} µs p99 {} µs max {} µs{}",
-        report.deliveries_per_s,
-        report.latency_us.p50,
-        report.latency_us.p90,
-        report.latency_us.p99,
-        report.latency_us.max,
-        report
-            .server_cpu_us_per_delivery
-            .map_or(String::new(), |c| format!(
-                "; server CPU {c:.3} µs/delivery"
-            ))
-    );
-    if !report.disconnects.is_empty() {
-        println!("  disconnects: {:?}", report.disconnects);
+
+    /// Waits until `expected` deliveries, or --drain has passed.
+    fn drain(&self, expected: u64) {
+        let drain_until = Instant::now() + Duration::from(self.args.drain);
+        while Instant::now() < drain_until {
+            if self.shared.delivered_so_far() >= expected {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     }
-    if total.foreign > 0 {
-        println!(
-            "  {} messages not from this benchmark were ignored",
-            total.foreign
-        );
+
+    /// Closes every client; the reader threads then end.
+    fn stop(&self, clients: &Clients) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for w in &clients.writers {
+            let _ = w.close();
+        }
+        for s in &clients.sockets {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
-    emit(&report);
-    Ok(())
+
+    fn report(&self, m: &Measured, total: Totals) -> Report<'_> {
+        let (args, sum) = (self.args, &total.sum);
+        let elapsed = sum.last.map_or(secs(m.deadline - m.start), |l| {
+            secs(l.saturating_duration_since(m.start)).max(1e-9)
+        });
+        // Whatever was not delivered by the end was lost, gap or not.
+        let lost = m.expected.saturating_sub(sum.delivered).max(sum.lost);
+        let cpu = match (m.before, m.after) {
+            (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
+            _ => None,
+        };
+        let per_delivery = |x: f64| x / sum.delivered.max(1) as f64;
+        Report {
+            scenario: "fanout",
+            label: &args.common.label,
+            clients: self.clients,
+            senders: self.shared.senders,
+            size: args.size,
+            rate: args.rate,
+            window: self.shared.window,
+            echo_sender: args.echo_sender,
+            duration_s: secs(Duration::from(args.common.duration)),
+            sent: m.sent,
+            expected: m.expected,
+            delivered: sum.delivered,
+            lost,
+            reordered: sum.reordered,
+            deliveries_per_s: sum.delivered as f64 / elapsed,
+            latency_us: Percentiles::of(&total.hist),
+            server_cpu_s: cpu,
+            server_cpu_us_per_delivery: cpu.map(|c| per_delivery(c * 1e6)),
+            server_before: m.before,
+            server_after: m.after,
+            json: args.json,
+            compression: args.compression,
+            wire_bytes_per_delivery: per_delivery(sum.wire_bytes as f64),
+            compressed_share: per_delivery(sum.compressed as f64),
+            disconnects: total.disconnects,
+        }
+    }
 }

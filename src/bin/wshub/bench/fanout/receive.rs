@@ -6,6 +6,7 @@ use super::*;
 use std::io;
 
 use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
 
 use super::raw::{Polled, Seen};
 
@@ -57,59 +58,11 @@ impl ReceiverState {
     ) -> bool {
         match seen {
             Seen::Compressed(p, read) => {
-                if self.clock.0 != read {
-                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
-                }
-                let now = self.clock.1;
-                self.stats.wire_bytes += p.len() as u64;
-                let (inflater, out) = self
-                    .inflate
-                    .get_or_insert_with(|| (Box::new(flate2::Decompress::new(false)), Vec::new()));
-                inflater.reset(false);
-                out.clear();
-                out.reserve(p.len() * 8 + 256);
-                let mut ok = true;
-                for part in [p, &[0, 0, 0xff, 0xff][..]] {
-                    let before = inflater.total_in();
-                    loop {
-                        let used = (inflater.total_in() - before) as usize;
-                        if out.len() == out.capacity() {
-                            out.reserve(out.capacity());
-                        }
-                        match inflater.decompress_vec(
-                            &part[used..],
-                            out,
-                            flate2::FlushDecompress::Sync,
-                        ) {
-                            Ok(_) if (inflater.total_in() - before) as usize == part.len() => {
-                                break;
-                            }
-                            Ok(_) => {}
-                            Err(_) => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                }
-                let message = std::mem::take(out);
-                if ok {
-                    self.stats.compressed += 1;
-                    self.on_data(&message, now, shared, hist);
-                } else {
-                    self.stats.foreign += 1;
-                }
-                if let Some((_, out)) = self.inflate.as_mut() {
-                    *out = message;
-                }
+                self.on_compressed(p, read, shared, hist);
                 true
             }
             Seen::Data(p, read) => {
-                // Frames of one read arrived together: one clock reading.
-                if self.clock.0 != read {
-                    self.clock = (read, shared.base.elapsed().as_nanos() as u64);
-                }
-                let now = self.clock.1;
+                let now = self.read_time(read, shared);
                 self.stats.wire_bytes += p.len() as u64;
                 // A server may merge queued text messages into one frame,
                 // separated by newlines (gorilla's chat does); our payloads
@@ -127,6 +80,36 @@ impl ReceiverState {
                 false
             }
             Seen::Other => true,
+        }
+    }
+
+    /// The time of read number `read`: frames of one read arrived
+    /// together, so one clock reading serves them all.
+    fn read_time(&mut self, read: u64, shared: &Shared) -> u64 {
+        if self.clock.0 != read {
+            self.clock = (read, shared.base.elapsed().as_nanos() as u64);
+        }
+        self.clock.1
+    }
+
+    /// A permessage-deflate message: inflated into the buffer kept for
+    /// that, then handled as data (or counted as foreign if it fails).
+    fn on_compressed(&mut self, p: &[u8], read: u64, shared: &Shared, hist: &mut Histogram) {
+        let now = self.read_time(read, shared);
+        self.stats.wire_bytes += p.len() as u64;
+        let (inflater, out) = self
+            .inflate
+            .get_or_insert_with(|| (Box::new(flate2::Decompress::new(false)), Vec::new()));
+        let ok = inflate(inflater, p, out);
+        let message = std::mem::take(out);
+        if ok {
+            self.stats.compressed += 1;
+            self.on_data(&message, now, shared, hist);
+        } else {
+            self.stats.foreign += 1;
+        }
+        if let Some((_, out)) = self.inflate.as_mut() {
+            *out = message;
         }
     }
 
@@ -196,84 +179,140 @@ impl ReceiverState {
     }
 }
 
+/// Inflates one message `p` into `out`, the inflater reset first (the
+/// server keeps no context); false if it is not valid deflate data.
+fn inflate(inflater: &mut flate2::Decompress, p: &[u8], out: &mut Vec<u8>) -> bool {
+    inflater.reset(false);
+    out.clear();
+    out.reserve(p.len() * 8 + 256);
+    for part in [p, &[0, 0, 0xff, 0xff][..]] {
+        let before = inflater.total_in();
+        loop {
+            let used = (inflater.total_in() - before) as usize;
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity());
+            }
+            match inflater.decompress_vec(&part[used..], out, flate2::FlushDecompress::Sync) {
+                Ok(_) if (inflater.total_in() - before) as usize == part.len() => break,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
 /// One reader thread: drives its receivers from one epoll set until every
 /// one of them has ended (or, after the run, a bounded wait has passed).
 pub(super) fn poll_receivers(group: Vec<Receiver>, shared: &Shared) -> PollerResult {
-    use rustix::event::epoll;
-    let fail = |e: rustix::io::Errno| format!("epoll: {e}");
-    let set = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
-    for (i, r) in group.iter().enumerate() {
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
-        epoll::add(
-            &set,
-            r.reader.as_fd(),
-            epoll::EventData::new_u64(i as u64),
-            flags,
-        )
-        .map_err(fail)?;
+    let mut poller = Poller::new(group)?;
+    // Whatever came with the handshake, or before registration.
+    for i in 0..poller.live.len() {
+        poller.drive(i, shared);
     }
-    let mut hist = histogram();
-    let mut live: Vec<Option<Receiver>> = group.into_iter().map(Some).collect();
-    let mut done: Vec<Option<ReceiverStats>> = (0..live.len()).map(|_| None).collect();
-    let open = live.len();
-    let mut ended = 0;
-    // Drive one receiver; it moves to `done` when it ends.
-    let mut drive = |i: usize, hist: &mut Histogram| -> bool {
-        let Some(r) = live[i].as_mut() else {
-            return false;
-        };
-        let Receiver {
+    poller.wait_all(shared)?;
+    Ok(poller.finish(shared))
+}
+
+/// A reader thread's epoll set and its receivers.
+struct Poller {
+    set: std::os::fd::OwnedFd,
+    /// The receivers still reading, by their index in the set.
+    live: Vec<Option<Receiver>>,
+    /// The counts of those that ended, by the same index.
+    done: Vec<Option<ReceiverStats>>,
+    ended: usize,
+    hist: Histogram,
+}
+
+fn epoll_error(e: rustix::io::Errno) -> String {
+    format!("epoll: {e}")
+}
+
+impl Poller {
+    /// Registers every receiver's socket, edge triggered.
+    fn new(group: Vec<Receiver>) -> Result<Poller, String> {
+        let set = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(epoll_error)?;
+        for (i, r) in group.iter().enumerate() {
+            let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+            epoll::add(
+                &set,
+                r.reader.as_fd(),
+                epoll::EventData::new_u64(i as u64),
+                flags,
+            )
+            .map_err(epoll_error)?;
+        }
+        Ok(Poller {
+            set,
+            done: (0..group.len()).map(|_| None).collect(),
+            live: group.into_iter().map(Some).collect(),
+            ended: 0,
+            hist: histogram(),
+        })
+    }
+
+    /// Drives receiver `i`; it moves to `done` when it ends.
+    fn drive(&mut self, i: usize, shared: &Shared) {
+        let Some(Receiver {
             reader,
             writer,
             state,
-        } = r;
+        }) = self.live[i].as_mut()
+        else {
+            return;
+        };
+        let hist = &mut self.hist;
         let result = match reader.poll(|seen| state.on_frame(seen, writer, shared, hist)) {
-            Ok(Polled::Pending) => return false,
+            Ok(Polled::Pending) => return,
             Ok(Polled::Ended) => Ok(()),
             Err(e) => Err(e),
         };
-        if let Some(r) = live[i].take() {
-            done[i] = Some(r.state.finish(shared, result));
-        }
-        true
-    };
-    // Whatever came with the handshake, or before registration.
-    for i in 0..open {
-        if drive(i, &mut hist) {
-            ended += 1;
+        if let Some(r) = self.live[i].take() {
+            self.done[i] = Some(r.state.finish(shared, result));
+            self.ended += 1;
         }
     }
-    let tick = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 50_000_000,
-    };
-    let mut events = Vec::with_capacity(256);
-    let mut stopped_at: Option<Instant> = None;
-    while ended < open {
-        events.clear();
-        match epoll::wait(&set, spare_capacity(&mut events), Some(&tick)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(fail(e)),
-        }
-        for ev in &events {
-            let data = ev.data;
-            if drive(data.u64() as usize, &mut hist) {
-                ended += 1;
+
+    /// Drives the receivers the set reports ready until all have ended.
+    fn wait_all(&mut self, shared: &Shared) -> Result<(), String> {
+        let tick = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        let mut events = Vec::with_capacity(256);
+        let mut stopped_at: Option<Instant> = None;
+        while self.ended < self.live.len() {
+            events.clear();
+            match epoll::wait(&self.set, spare_capacity(&mut events), Some(&tick)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(epoll_error(e)),
+            }
+            for ev in &events {
+                let data = ev.data;
+                self.drive(data.u64() as usize, shared);
+            }
+            if shared.stopping.load(Ordering::Acquire) {
+                // Every socket has been shut down: each ends at once. Bounded
+                // all the same.
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
             }
         }
-        if shared.stopping.load(Ordering::Acquire) {
-            // Every socket has been shut down: each ends at once. Bounded
-            // all the same.
-            let since = *stopped_at.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-        }
+        Ok(())
     }
-    let stats = done
-        .into_iter()
-        .zip(live)
-        .filter_map(|(d, l)| d.or_else(|| l.map(|r| r.state.finish(shared, Ok(())))))
-        .collect();
-    Ok((stats, hist))
+
+    /// Every receiver's counts (those still reading are ended here), and
+    /// the latency histogram of them all.
+    fn finish(self, shared: &Shared) -> (Vec<ReceiverStats>, Histogram) {
+        let stats = self
+            .done
+            .into_iter()
+            .zip(self.live)
+            .filter_map(|(d, l)| d.or_else(|| l.map(|r| r.state.finish(shared, Ok(())))))
+            .collect();
+        (stats, self.hist)
+    }
 }

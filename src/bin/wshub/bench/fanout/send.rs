@@ -77,86 +77,140 @@ fn chat_message(s: usize, size: usize) -> Vec<u8> {
     out
 }
 
+/// When a sender sends: from `start` until `deadline`; at a fixed rate,
+/// `rate` messages a second (unused when flat out).
+#[derive(Clone, Copy)]
+pub(super) struct Schedule {
+    pub rate: f64,
+    pub start: Instant,
+    pub deadline: Instant,
+}
+
+/// Sender `s` until the deadline; the number of messages it sent.
 pub(super) fn send(
     s: usize,
     shared: &Shared,
     writer: &RawWriter,
     payload: Payload,
-    rate: f64,
-    start: Instant,
-    deadline: Instant,
+    schedule: Schedule,
 ) -> u64 {
-    let Payload { size, binary, json } = payload;
-    let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
-    let mut payload = if json {
-        chat_message(s, size)
-    } else {
-        vec![b'.'; size]
-    };
-    let at = shared.stamp_at;
-    let mut deflate = shared
-        .compress
-        .then(|| flate2::Compress::new(flate2::Compression::fast(), false));
-    let mut deflated = Vec::with_capacity(size + 64);
-    let mut out = Vec::with_capacity(size + 14);
-    let mut seq = 0u64;
+    let mut sender = Sender::new(s, shared, payload);
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= schedule.deadline {
             break;
         }
         let count = if shared.flat_out {
-            // Wait until message seq - window has reached everyone.
-            while seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
-                shared.waiting[s].store(true, Ordering::Release);
-                if seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
-                    // Woken by the receiver that completes a message; the
-                    // timeout only bounds a wait on a lost one.
-                    thread::park_timeout(Duration::from_millis(20));
-                }
-                shared.waiting[s].store(false, Ordering::Release);
-                if Instant::now() >= deadline {
-                    return seq;
-                }
+            match sender.window_allows(schedule.deadline) {
+                Some(count) => count,
+                None => break,
             }
-            let free = shared.window - (seq - shared.done[s].load(Ordering::Acquire));
-            if shared.batch_writes { free } else { 1 }
         } else {
-            // Senders are spread evenly over one period, as independent
-            // users would be: aligned, all S messages would land together
-            // and the latency would measure a burst of S × N deliveries.
-            let phase = s as f64 / (rate * shared.senders as f64);
-            let due = start + Duration::from_secs_f64(phase + seq as f64 / rate);
-            if due > now {
-                thread::sleep(due - now);
-            }
+            sender.wait_for_turn(schedule, now);
             1
         };
-        // Every message its own frame; with --batch-writes, all that the
-        // window allows in one system call.
-        out.clear();
-        for _ in 0..count {
-            stamp(
-                &mut payload[at..],
-                shared.base.elapsed().as_nanos() as u64,
-                s,
-                seq,
-            );
-            match deflate.as_mut() {
-                // As a browser does: every message deflated on its own.
-                Some(c) => {
-                    compress(c, &payload, &mut deflated);
-                    RawWriter::append_frame(opcode, true, &deflated, &mut out);
-                }
-                None => RawWriter::append(opcode, &payload, &mut out),
-            }
-            seq += 1;
-        }
-        if writer.write_all(&out).is_err() {
+        sender.frame(count);
+        if writer.write_all(&sender.out).is_err() {
             break;
         }
     }
-    seq
+    sender.seq
+}
+
+/// A sender's state: its message, its compressor and what it writes next.
+struct Sender<'a> {
+    s: usize,
+    shared: &'a Shared,
+    opcode: OpCode,
+    /// The message; its stamp is rewritten for every one sent.
+    payload: Vec<u8>,
+    deflate: Option<flate2::Compress>,
+    /// Where a message is deflated to.
+    deflated: Vec<u8>,
+    /// The frames of one system call.
+    out: Vec<u8>,
+    /// The next sequence number (so far, the number of messages framed).
+    seq: u64,
+}
+
+impl<'a> Sender<'a> {
+    fn new(s: usize, shared: &'a Shared, payload: Payload) -> Sender<'a> {
+        let Payload { size, binary, json } = payload;
+        Sender {
+            s,
+            shared,
+            opcode: OpCode::Data(if binary { Data::Binary } else { Data::Text }),
+            payload: if json {
+                chat_message(s, size)
+            } else {
+                vec![b'.'; size]
+            },
+            deflate: shared
+                .compress
+                .then(|| flate2::Compress::new(flate2::Compression::fast(), false)),
+            deflated: Vec::with_capacity(size + 64),
+            out: Vec::with_capacity(size + 14),
+            seq: 0,
+        }
+    }
+
+    /// Flat out: waits until message seq - window has reached everyone;
+    /// then how many to send now (all the window allows with
+    /// --batch-writes, else one). None when the deadline passed first.
+    fn window_allows(&self, deadline: Instant) -> Option<u64> {
+        let (shared, s, seq) = (self.shared, self.s, self.seq);
+        while seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
+            shared.waiting[s].store(true, Ordering::Release);
+            if seq - shared.done[s].load(Ordering::Acquire) >= shared.window {
+                // Woken by the receiver that completes a message; the
+                // timeout only bounds a wait on a lost one.
+                thread::park_timeout(Duration::from_millis(20));
+            }
+            shared.waiting[s].store(false, Ordering::Release);
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+        let free = shared.window - (seq - shared.done[s].load(Ordering::Acquire));
+        Some(if shared.batch_writes { free } else { 1 })
+    }
+
+    /// At a fixed rate: sleeps until the next message is due. Senders are
+    /// spread evenly over one period, as independent users would be:
+    /// aligned, all S messages would land together and the latency would
+    /// measure a burst of S × N deliveries.
+    fn wait_for_turn(&self, schedule: Schedule, now: Instant) {
+        let rate = schedule.rate;
+        let phase = self.s as f64 / (rate * self.shared.senders as f64);
+        let due = schedule.start + Duration::from_secs_f64(phase + self.seq as f64 / rate);
+        if due > now {
+            thread::sleep(due - now);
+        }
+    }
+
+    /// Frames the next `count` messages into `out`, each its own frame
+    /// (with --batch-writes, all that the window allows in one system call).
+    fn frame(&mut self, count: u64) {
+        let at = self.shared.stamp_at;
+        self.out.clear();
+        for _ in 0..count {
+            stamp(
+                &mut self.payload[at..],
+                self.shared.base.elapsed().as_nanos() as u64,
+                self.s,
+                self.seq,
+            );
+            match self.deflate.as_mut() {
+                // As a browser does: every message deflated on its own.
+                Some(c) => {
+                    compress(c, &self.payload, &mut self.deflated);
+                    RawWriter::append_frame(self.opcode, true, &self.deflated, &mut self.out);
+                }
+                None => RawWriter::append(self.opcode, &self.payload, &mut self.out),
+            }
+            self.seq += 1;
+        }
+    }
 }
 
 /// Writes the send time, sender and sequence number as hex at the start of
