@@ -8,13 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wshub::{CloseCode, Config, ConnectOptions, Connection, Event, Message, Server};
+use wshub::ws::{CloseCode, Message};
+use wshub::{Config, ConnectOptions, Connection, Event, Server};
 
 fn main() -> Result<(), wshub::Error> {
-    let server = Server::start(Config {
-        addr: "127.0.0.1:0".parse().expect("address"),
-        ..Config::default()
-    })?;
+    let server = Server::start(Config::default().addr("127.0.0.1:0".parse().expect("address")))?;
     let addr = server.local_addr();
     println!("hub listening on {addr}");
 

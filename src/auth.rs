@@ -198,25 +198,29 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// The policy of `config`; an error for a secret that cannot be used.
-    pub(crate) fn new(config: &crate::Config) -> crate::Result<Gate> {
+    /// The policy of a token `secret` or a host's `authorizer` (at most
+    /// one of them); an error for a secret that cannot be used.
+    pub(crate) fn new(
+        secret: Option<&Secret>,
+        authorizer: Option<&Authorizer>,
+    ) -> crate::Result<Gate> {
         let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
-        if config.auth_secret.is_some() && config.authorizer.is_some() {
+        if secret.is_some() && authorizer.is_some() {
             return bad("an auth secret and an authorizer cannot both decide");
         }
         #[cfg(feature = "jwt")]
-        let jwt = match &config.auth_secret {
+        let jwt = match secret {
             Some(secret) => Some(jwt::Verifier::new(secret)?),
             None => None,
         };
         #[cfg(not(feature = "jwt"))]
-        if config.auth_secret.is_some() {
+        if secret.is_some() {
             return bad("this build has no JWT support (the `jwt` feature)");
         }
         Ok(Gate {
             #[cfg(feature = "jwt")]
             jwt,
-            authorizer: config.authorizer.clone(),
+            authorizer: authorizer.cloned(),
         })
     }
 

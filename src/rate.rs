@@ -9,8 +9,6 @@
 
 use std::time::Instant;
 
-use crate::Config;
-
 /// One client's bucket.
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -21,12 +19,13 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    /// The bucket of `config`'s limit, full; `None` without a limit.
-    pub(crate) fn of(config: &Config) -> Option<Bucket> {
-        let rate = config.max_messages_per_second?;
-        let burst = config
-            .message_burst
-            .unwrap_or(rate.max(crate::DEFAULT_MESSAGE_BURST));
+    /// A full bucket for `rate` messages per second and `burst` at once
+    /// (default: a second's worth, at least
+    /// [`MESSAGE_BURST`](crate::defaults::MESSAGE_BURST)); `None` without
+    /// a rate.
+    pub(crate) fn new(rate: Option<u32>, burst: Option<u32>) -> Option<Bucket> {
+        let rate = rate?;
+        let burst = burst.unwrap_or(rate.max(crate::defaults::MESSAGE_BURST));
         Some(Bucket {
             per_second: f64::from(rate),
             burst: f64::from(burst),
@@ -56,15 +55,10 @@ mod tests {
 
     #[test]
     fn a_full_bucket_allows_the_burst_then_refuses() {
-        let config = Config {
-            max_messages_per_second: Some(1),
-            message_burst: Some(3),
-            ..Config::default()
-        };
-        let mut bucket = Bucket::of(&config).expect("a limit");
+        let mut bucket = Bucket::new(Some(1), Some(3)).expect("a limit");
         assert!(bucket.take() && bucket.take() && bucket.take());
         // A fourth within the same instant: less than a token has refilled.
         assert!(!bucket.take());
-        assert!(Bucket::of(&Config::default()).is_none());
+        assert!(Bucket::new(None, Some(3)).is_none());
     }
 }

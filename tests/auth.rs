@@ -11,8 +11,8 @@ use common::*;
 use jsonwebtoken::{EncodingKey, Header};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
+use wshub::Server;
 use wshub::auth::{Access, Authorizer, Secret};
-use wshub::{Config, Server};
 
 const SECRET: &[u8] = b"a secret of the test's own, 32 bytes";
 
@@ -43,10 +43,7 @@ fn token(rooms: Option<&[&str]>) -> String {
 }
 
 fn secured() -> Server {
-    start(Config {
-        auth_secret: Some(Secret::new(SECRET)),
-        ..config()
-    })
+    start(config().auth_secret(Secret::new(SECRET)))
 }
 
 /// The status of a refused upgrade, and its body's reason.
@@ -123,11 +120,11 @@ fn a_room_outside_the_tokens_rooms_is_403_and_a_pattern_match_is_let_in() {
 
 #[test]
 fn each_carrier_works_query_header_and_subprotocol() {
-    let server = start(Config {
-        auth_secret: Some(Secret::new(SECRET)),
-        subprotocols: vec!["chat".into()],
-        ..config()
-    });
+    let server = start(
+        config()
+            .auth_secret(Secret::new(SECRET))
+            .subprotocols(["chat"]),
+    );
     let addr = server.local_addr();
     let t = token(None);
     let mut by_query = ws(addr, &format!("/ws/c?token={t}"));
@@ -240,11 +237,7 @@ fn the_token_is_never_logged() {
 
 #[test]
 fn a_flooding_client_is_closed_with_1008_while_a_polite_one_loses_nothing() {
-    let server = start(Config {
-        max_messages_per_second: Some(20),
-        message_burst: Some(20),
-        ..config()
-    });
+    let server = start(config().max_messages_per_second(20).message_burst(20));
     let addr = server.local_addr();
     let events = server.events();
     let (mut flooder, mut polite, mut reader) =
@@ -281,10 +274,7 @@ fn a_flooding_client_is_closed_with_1008_while_a_polite_one_loses_nothing() {
 
 #[test]
 fn past_the_per_ip_limit_upgrades_get_503() {
-    let server = start(Config {
-        max_connections_per_ip: Some(2),
-        ..config()
-    });
+    let server = start(config().max_connections_per_ip(2));
     let addr = server.local_addr();
     let mut first = ws(addr, "/ws/ip");
     let _second = ws(addr, "/echo");
@@ -303,23 +293,20 @@ fn past_the_per_ip_limit_upgrades_get_503() {
 
 #[test]
 fn a_host_program_callback_decides_instead_of_tokens() {
-    let server = start(Config {
-        authorizer: Some(Authorizer::new(|req| {
-            let session = req
-                .request
-                .headers()
-                .get("Cookie")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            match (req.room, session) {
-                (_, "") => Access::refuse(401, "log in first"),
-                (Some("secret"), _) => Access::refuse(403, "not for you"),
-                _ if req.peer.ip().is_loopback() => Access::allow(),
-                _ => Access::refuse(403, "not from there"),
-            }
-        })),
-        ..config()
-    });
+    let server = start(config().authorizer(Authorizer::new(|req| {
+        let session = req
+            .request
+            .headers()
+            .get("Cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match (req.room, session) {
+            (_, "") => Access::refuse(401, "log in first"),
+            (Some("secret"), _) => Access::refuse(403, "not for you"),
+            _ if req.peer.ip().is_loopback() => Access::allow(),
+            _ => Access::refuse(403, "not from there"),
+        }
+    })));
     let addr = server.local_addr();
     let cookie = [("Cookie", "session=1")];
     let (status, reason) = refused(try_ws(addr, "/ws/secret", &cookie));
@@ -332,11 +319,11 @@ fn a_host_program_callback_decides_instead_of_tokens() {
 
 #[test]
 fn protect_admin_requires_a_token_for_rooms_and_metrics() {
-    let server = start(Config {
-        auth_secret: Some(Secret::new(SECRET)),
-        protect_admin: true,
-        ..config()
-    });
+    let server = start(
+        config()
+            .auth_secret(Secret::new(SECRET))
+            .protect_admin(true),
+    );
     let addr = server.local_addr();
     assert_eq!(status(&get(addr, "/metrics", "")), 401);
     assert_eq!(status(&get(addr, "/rooms", "")), 401);

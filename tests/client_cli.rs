@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 /// A `wshub client` process with its output as channels of lines; killed
 /// and reaped however the test ends.
@@ -260,10 +259,7 @@ fn sigint_sends_close_1000_and_exits_0() {
 
 #[test]
 fn server_close_codes_decide_the_exit_code() {
-    let server = start(Config {
-        max_message_bytes: 10,
-        ..config()
-    });
+    let server = start(config().max_message_bytes(10));
     let url = format!("ws://{}/echo", server.local_addr());
     let mut c = client(&[&url]);
     c.err_line("connected to");
@@ -357,10 +353,8 @@ fn wshub_token_mints_what_the_server_accepts_and_client_token_sends_it() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
     // The trailing newline is not part of the secret, on either side.
-    let server = start(Config {
-        auth_secret: Some(wshub::auth::Secret::new("0123456789abcdef0123456789abcdef")),
-        ..config()
-    });
+    let server =
+        start(config().auth_secret(wshub::auth::Secret::new("0123456789abcdef0123456789abcdef")));
     let events = server.events();
     let addr = server.local_addr();
     let mut alice = client(&[&format!("ws://{addr}/ws/team-x"), "--token", &token]);
@@ -382,10 +376,7 @@ fn wshub_token_mints_what_the_server_accepts_and_client_token_sends_it() {
 
 #[test]
 fn client_compression_negotiates_and_chats() {
-    let server = start(Config {
-        compression: true,
-        ..config()
-    });
+    let server = start(config().compression(true));
     let events = server.events();
     let addr = server.local_addr();
     let url = format!("ws://{addr}/ws/z");

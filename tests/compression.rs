@@ -19,10 +19,7 @@ use tungstenite::protocol::frame::{Frame, FrameHeader, FrameSocket};
 use wshub::{Config, ConnectOptions, Connection};
 
 fn compressing() -> Config {
-    Config {
-        compression: true,
-        ..config()
-    }
+    config().compression(true)
 }
 
 /// A raw client that offered `offer`; the response head and the socket.
@@ -185,7 +182,7 @@ fn a_compressed_message_arrives_unchanged_plain_and_compressed_where_agreed() {
     let (_, mut deflating) = raw_offering(addr, "/ws/mix", "permessage-deflate");
     joined(&events, 3);
     let text = chat_json(1);
-    assert!(text.len() >= wshub::DEFAULT_COMPRESSION_MIN_BYTES);
+    assert!(text.len() >= wshub::defaults::COMPRESSION_MIN_BYTES);
     sender.send(Message::text(text.as_str())).unwrap();
     // The plain receiver gets the text unchanged.
     assert_eq!(next(&mut plain), Message::text(text.as_str()));
@@ -248,10 +245,7 @@ fn a_fragmented_compressed_message_from_a_raw_client_is_inflated() {
 
 #[test]
 fn a_broadcast_to_100_compressing_receivers_is_deflated_once() {
-    let server = start(Config {
-        max_clients: Some(200),
-        ..compressing()
-    });
+    let server = start(compressing().max_clients(200));
     let addr = server.local_addr();
     let events = server.events();
     let mut receivers: Vec<FrameSocket<TcpStream>> = (0..100)
@@ -372,10 +366,7 @@ fn a_deflate_bomb_gets_1009_without_the_server_holding_what_it_inflates_to() {
 
 #[test]
 fn with_client_takeover_allowed_the_servers_window_follows_the_clients() {
-    let server = start(Config {
-        compression_client_takeover: true,
-        ..compressing()
-    });
+    let server = start(compressing().compression_client_takeover(true));
     let addr = server.local_addr();
     let events = server.events();
     let (head, mut sender) = raw_offering(addr, "/ws/ctx", "permessage-deflate");

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use wshub::Ending;
-use wshub::{CloseCode, ConnectOptions, Connection, Error, Message};
+use wshub::ws::{CloseCode, Message};
+use wshub::{ConnectOptions, Connection, Error};
 
 #[test]
 fn send_receive_from_several_threads_and_close_once() {

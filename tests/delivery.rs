@@ -5,14 +5,10 @@ mod common;
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 #[test]
 fn messages_cut_by_a_full_socket_arrive_whole_and_in_order() {
-    let server = start(Config {
-        send_queue: 4096,
-        ..config()
-    });
+    let server = start(config().send_queue(4096));
     let events = server.events();
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws/full");

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-use wshub::Config;
 
 #[test]
 fn healthz_is_200_while_accepting() {
@@ -25,10 +24,7 @@ fn healthz_is_200_while_accepting() {
 #[test]
 fn a_drain_turns_healthz_503_refuses_upgrades_and_then_closes_with_1001() {
     const DRAIN: Duration = Duration::from_millis(1500);
-    let server = start(Config {
-        drain_timeout: DRAIN,
-        ..config()
-    });
+    let server = start(config().drain_timeout(DRAIN));
     let addr = server.local_addr();
     let events = server.events();
     let (mut a, mut b) = (ws(addr, "/ws/d"), ws(addr, "/ws/d"));

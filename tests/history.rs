@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 /// Sends `n` texts `{prefix}{i}` from `a`, and waits until `b` has them
 /// (so the hub has relayed, and recorded, every one).
@@ -23,10 +22,7 @@ fn say(a: &mut Ws, b: &mut Ws, prefix: &str, n: usize) {
 
 #[test]
 fn a_late_joiner_gets_exactly_the_last_k_then_live_messages() {
-    let server = start(Config {
-        history: 5,
-        ..config()
-    });
+    let server = start(config().history(5));
     let addr = server.local_addr();
     let (mut a, mut b) = (ws(addr, "/ws/h"), ws(addr, "/ws/h"));
     say(&mut a, &mut b, "m", 10);
@@ -50,11 +46,8 @@ fn a_late_joiner_gets_exactly_the_last_k_then_live_messages() {
 
 #[test]
 fn binary_messages_are_replayed_as_binary_and_bytes_bound_the_history() {
-    let server = start(Config {
-        // Room for two 1,004-byte frames (1,000 bytes and a 4-byte header).
-        history_bytes: 2100,
-        ..config()
-    });
+    // Room for two 1,004-byte frames (1,000 bytes and a 4-byte header).
+    let server = start(config().history_bytes(2100));
     let addr = server.local_addr();
     let (mut a, mut b) = (ws(addr, "/ws/bin"), ws(addr, "/ws/bin"));
     for i in 0..4u8 {
@@ -70,10 +63,7 @@ fn binary_messages_are_replayed_as_binary_and_bytes_bound_the_history() {
 
 #[test]
 fn an_empty_rooms_history_is_dropped_after_its_age() {
-    let server = start(Config {
-        history_age: Duration::from_millis(200),
-        ..config()
-    });
+    let server = start(config().history_age(Duration::from_millis(200)));
     let handle = server.handle();
     let addr = server.local_addr();
     {
@@ -97,13 +87,9 @@ fn an_empty_rooms_history_is_dropped_after_its_age() {
 fn a_join_during_a_flood_sees_every_message_once_in_the_rooms_order() {
     const SENDERS: usize = 10;
     const EACH: usize = 200;
-    let server = start(Config {
-        history: 10_000,
-        // The test reads the observer and the joiner one after the other:
-        // neither may be evicted as a slow reader meanwhile.
-        send_queue: 10_000,
-        ..config()
-    });
+    // The test reads the observer and the joiner one after the other:
+    // neither may be evicted as a slow reader meanwhile.
+    let server = start(config().history(10_000).send_queue(10_000));
     let addr = server.local_addr();
     let events = server.events();
     let mut observer = ws(addr, "/ws/flood");

@@ -7,7 +7,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wshub::Config;
 
 #[test]
 fn page_is_served_with_type_and_length() {
@@ -134,10 +133,7 @@ fn cross_origin_is_403_unless_allowed() {
     close(&mut try_ws(addr, "/ws", &[("Origin", own.as_str())]).unwrap());
     close(&mut ws(addr, "/ws"));
 
-    let allowing = start(Config {
-        allowed_origins: vec!["http://evil.example".into()],
-        ..config()
-    });
+    let allowing = start(config().allowed_origins(["http://evil.example"]));
     close(
         &mut try_ws(
             allowing.local_addr(),
@@ -154,10 +150,7 @@ fn cross_origin_is_403_unless_allowed() {
     .unwrap_err();
     assert!(matches!(err, tungstenite::Error::Http(ref r) if r.status() == 403));
 
-    let any = start(Config {
-        allowed_origins: vec!["*".into()],
-        ..config()
-    });
+    let any = start(config().allowed_origins(["*"]));
     close(
         &mut try_ws(
             any.local_addr(),
@@ -170,10 +163,7 @@ fn cross_origin_is_403_unless_allowed() {
 
 #[test]
 fn subprotocol_is_negotiated() {
-    let server = start(Config {
-        subprotocols: vec!["chat.v2".into(), "chat.v1".into()],
-        ..config()
-    });
+    let server = start(config().subprotocols(["chat.v2", "chat.v1"]));
     let addr = server.local_addr();
     let mut head = upgrade_head(addr, "/ws");
     head.insert_str(
@@ -241,10 +231,7 @@ fn garbage_is_400() {
 
 #[test]
 fn head_deadline_closes_silent_and_partial_connections() {
-    let server = start(Config {
-        head_timeout: Duration::from_millis(300),
-        ..config()
-    });
+    let server = start(config().head_timeout(Duration::from_millis(300)));
     let addr = server.local_addr();
     let began = Instant::now();
     let mut silent = TcpStream::connect(addr).unwrap();
@@ -283,10 +270,7 @@ fn static_dir_serves_disk_files_and_nothing_outside() {
         "secret",
     )
     .unwrap();
-    let server = start(Config {
-        static_dir: Some(dir.clone()),
-        ..config()
-    });
+    let server = start(config().static_dir(dir.clone()));
     let addr = server.local_addr();
     let r = get(addr, "/", "");
     assert!(r.ends_with("<p>disk</p>"), "{r}");
@@ -313,10 +297,7 @@ fn static_dir_serves_disk_files_and_nothing_outside() {
 
 #[test]
 fn max_clients_gives_503_with_retry_after() {
-    let server = start(Config {
-        max_clients: Some(2),
-        ..config()
-    });
+    let server = start(config().max_clients(2));
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws");
     let mut b = ws(addr, "/echo");
@@ -335,10 +316,7 @@ fn max_clients_gives_503_with_retry_after() {
 
 #[test]
 fn page_assets_and_limits_are_served() {
-    let server = start(Config {
-        max_message_bytes: 12345,
-        ..config()
-    });
+    let server = start(config().max_message_bytes(12345));
     let addr = server.local_addr();
     for (path, kind) in [
         ("/chat.js", "javascript; charset=utf-8"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
-use wshub::{Config, Event};
+use wshub::Event;
 
 #[test]
 fn relays_to_the_others_and_not_the_sender() {
@@ -37,10 +37,7 @@ fn relays_to_the_others_and_not_the_sender() {
 
 #[test]
 fn echo_sender_sends_it_back_too() {
-    let server = start(Config {
-        echo_sender: true,
-        ..config()
-    });
+    let server = start(config().echo_sender(true));
     let events = server.events();
     let addr = server.local_addr();
     let mut a = ws(addr, "/ws/r");
@@ -110,10 +107,7 @@ fn hundred_clients_ten_messages_each_exactly_once_in_order() {
     // two busy cores its writer may not run for a while. This test is about
     // exactly-once and ordering, so the queue holds them all; eviction of a
     // client that falls behind is tested below.
-    let server = start(Config {
-        send_queue: CLIENTS * MESSAGES,
-        ..config()
-    });
+    let server = start(config().send_queue(CLIENTS * MESSAGES));
     let events = server.events();
     let addr = server.local_addr();
     let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| ws(addr, "/ws/crowd")).collect();
@@ -158,11 +152,11 @@ fn hundred_clients_ten_messages_each_exactly_once_in_order() {
 #[test]
 fn a_client_that_never_reads_is_dropped_and_the_others_get_everything() {
     const N: usize = 300;
-    let server = start(Config {
-        send_queue: 16,
-        write_timeout: Duration::from_millis(500),
-        ..config()
-    });
+    let server = start(
+        config()
+            .send_queue(16)
+            .write_timeout(Duration::from_millis(500)),
+    );
     let events = server.events();
     let addr = server.local_addr();
     let mut sender = ws(addr, "/ws/slow");

@@ -9,16 +9,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 #[test]
 fn idle_and_half_open_connections_are_closed_by_the_deadline() {
     const EACH: usize = 300;
     let deadline = Duration::from_millis(1500);
-    let server = start(Config {
-        head_timeout: deadline,
-        ..config()
-    });
+    let server = start(config().head_timeout(deadline));
     let addr = server.local_addr();
     let began = Instant::now();
     let mut silent = Vec::new();

@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener};
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 /// Whether this host can listen on IPv6 loopback (some containers cannot).
 fn ipv6() -> bool {
@@ -20,10 +19,7 @@ fn ipv6() -> bool {
 
 #[test]
 fn clients_on_two_addresses_share_the_rooms() {
-    let server = start(Config {
-        extra_addrs: vec!["127.0.0.2:0".parse().unwrap()],
-        ..config()
-    });
+    let server = start(config().extra_addrs(vec!["127.0.0.2:0".parse().unwrap()]));
     let addrs = server.local_addrs().to_vec();
     assert_eq!(addrs.len(), 2);
     assert_eq!(addrs[0], server.local_addr());
@@ -52,11 +48,7 @@ fn any_ipv4_and_any_ipv6_on_one_port_do_not_collide() {
         .port();
     let v4: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
     let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
-    let server = start(Config {
-        addr: v4,
-        extra_addrs: vec![v6],
-        ..config()
-    });
+    let server = start(config().addr(v4).extra_addrs(vec![v6]));
     assert_eq!(server.local_addrs(), &[v4, v6]);
     let events = server.events();
     let mut a = ws(format!("127.0.0.1:{port}").parse().unwrap(), "/ws/dual");
@@ -73,10 +65,7 @@ fn any_ipv4_and_any_ipv6_on_one_port_do_not_collide() {
 fn an_address_already_taken_fails_the_start_with_its_name() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().unwrap();
-    let err = match wshub::Server::start(Config {
-        extra_addrs: vec![addr],
-        ..config()
-    }) {
+    let err = match wshub::Server::start(config().extra_addrs(vec![addr])) {
         Ok(_) => panic!("started on a taken address"),
         Err(e) => e.to_string(),
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::Message;
-use wshub::{Config, Event};
+use wshub::Event;
 
 const MIB: usize = 1 << 20;
 
@@ -71,12 +71,12 @@ fn partial_messages_past_the_budget_get_1013_and_others_keep_chatting() {
     const BUDGET: usize = 32 * MIB;
     const BOMBS: usize = 20;
     const HELD: usize = 7 * MIB;
-    let server = start(Config {
-        max_buffered_bytes: BUDGET,
-        // The refused bombs' writes are drained while they go on.
-        close_timeout: Duration::from_secs(5),
-        ..config()
-    });
+    // The refused bombs' writes are drained while they go on.
+    let server = start(
+        config()
+            .max_buffered_bytes(BUDGET)
+            .close_timeout(Duration::from_secs(5)),
+    );
     let handle = server.handle();
     let addr = server.local_addr();
     let events = server.events();
@@ -142,14 +142,14 @@ fn slow_readers_are_evicted_to_keep_queues_under_the_budget() {
     const BUDGET: usize = 16 * MIB;
     const N: usize = 300;
     const SIZE: usize = 64 << 10;
-    let server = start(Config {
-        max_buffered_bytes: BUDGET,
-        // Only the budget bounds the queues here.
-        send_queue: 1 << 20,
-        send_queue_bytes: 1 << 30,
-        write_timeout: Duration::from_secs(2),
-        ..config()
-    });
+    // Only the budget bounds the queues here.
+    let server = start(
+        config()
+            .max_buffered_bytes(BUDGET)
+            .send_queue(1 << 20)
+            .send_queue_bytes(1 << 30)
+            .write_timeout(Duration::from_secs(2)),
+    );
     let handle = server.handle();
     let addr = server.local_addr();
     let events = server.events();
@@ -221,10 +221,7 @@ fn slow_readers_are_evicted_to_keep_queues_under_the_budget() {
 #[test]
 fn a_message_not_finished_in_time_gets_1008() {
     let _serial = serial();
-    let server = start(Config {
-        message_timeout: Duration::from_millis(300),
-        ..config()
-    });
+    let server = start(config().message_timeout(Duration::from_millis(300)));
     let mut stalled = raw(server.local_addr(), "/ws/slowloris");
     let mut frame = binary_header(1000);
     frame.extend_from_slice(&[1u8; 10]);

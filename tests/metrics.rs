@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use tungstenite::Message;
-use wshub::Config;
 
 /// The parser is a real check: a good exposition parses, and each kind of
 /// malformed one is refused.
@@ -151,11 +150,11 @@ fn metrics_parse_and_count_clients_messages_refusals_and_closes() {
 
 #[test]
 fn a_silent_client_counts_as_a_ping_timeout() {
-    let server = start(Config {
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_millis(600),
-        ..config()
-    });
+    let server = start(
+        config()
+            .ping_interval(Duration::from_millis(200))
+            .pong_timeout(Duration::from_millis(600)),
+    );
     let addr = server.local_addr();
     // Upgraded, then never reads nor answers a ping.
     let _silent = raw_ws(addr, "/ws/quiet");
@@ -169,11 +168,7 @@ fn a_silent_client_counts_as_a_ping_timeout() {
 
 #[test]
 fn a_full_queue_counts_refused_deliveries_and_the_eviction() {
-    let server = start(Config {
-        send_queue: 4,
-        send_queue_bytes: 1 << 20,
-        ..config()
-    });
+    let server = start(config().send_queue(4).send_queue_bytes(1 << 20));
     let addr = server.local_addr();
     let events = server.events();
     // `stuck` never reads: its socket buffers fill, then its queue.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
-use wshub::Config;
 
 #[test]
 fn echo_keeps_type_and_content() {
@@ -98,10 +97,7 @@ fn invalid_utf8_text_closes_with_1007() {
 
 #[test]
 fn oversized_message_closes_with_1009() {
-    let server = start(Config {
-        max_message_bytes: 1000,
-        ..config()
-    });
+    let server = start(config().max_message_bytes(1000));
     let addr = server.local_addr();
     // One big frame: refused from its header alone.
     let mut s = raw_ws(addr, "/echo");
@@ -193,11 +189,11 @@ fn protocol_violations_close_with_1002() {
 
 #[test]
 fn keepalive_closes_a_silent_peer_and_keeps_a_live_one() {
-    let server = start(Config {
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_millis(600),
-        ..config()
-    });
+    let server = start(
+        config()
+            .ping_interval(Duration::from_millis(200))
+            .pong_timeout(Duration::from_millis(600)),
+    );
     let addr = server.local_addr();
     // tungstenite's client answers pings by itself while we read.
     let mut live = ws(addr, "/echo");

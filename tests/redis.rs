@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 use common::redis::Redis;
 use common::*;
 use tungstenite::Message;
-use wshub::{Config, Event, Server};
+use wshub::{Event, Server};
 
 fn instance(redis: &Redis) -> Server {
-    start(Config {
-        redis: Some(redis.url()),
-        ..config()
-    })
+    start(config().redis(redis.url()))
 }
 
 fn addrs(servers: &[Server]) -> Vec<SocketAddr> {
@@ -358,20 +355,14 @@ fn stopping_one_instance_leaves_the_others_chatting() {
 
 #[test]
 fn a_bad_redis_url_fails_at_start_and_an_unreachable_one_is_retried() {
-    let bad = Server::start(Config {
-        redis: Some("http://localhost:6379".into()),
-        ..config()
-    });
+    let bad = Server::start(config().redis("http://localhost:6379"));
     match bad {
         Err(wshub::Error::Config(why)) => assert!(why.contains("--redis"), "{why}"),
         Err(e) => panic!("expected a configuration error, got {e}"),
         Ok(_) => panic!("a server started with an http:// Redis URL"),
     }
     // Nothing listens on port 1: the server starts, serves locally, retries.
-    let server = start(Config {
-        redis: Some("redis://127.0.0.1:1".into()),
-        ..config()
-    });
+    let server = start(config().redis("redis://127.0.0.1:1"));
     assert_eq!(server.handle().redis_connected(), Some(false));
     // Still healthy: it serves its own clients; the body says why not more.
     let health = get(server.local_addr(), "/healthz", "");

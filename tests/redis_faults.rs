@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::redis::Redis;
 use common::*;
 use tungstenite::Message;
-use wshub::{Config, Server};
+use wshub::Server;
 
 /// What the bridge promises: once Redis is reachable again, both
 /// connections are back and delivery across instances resumes within the
@@ -27,10 +27,7 @@ const RECOVERY: Duration = Duration::from_secs(3);
 const EVERY: Duration = Duration::from_millis(120);
 
 fn instance(url: &str) -> Server {
-    start(Config {
-        redis: Some(url.to_string()),
-        ..config()
-    })
+    start(config().redis(url.to_string()))
 }
 
 /// A client that says `{tag}:{i}` every [`EVERY`] until `stop`; joined

@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
-use wshub::Config;
 
 fn threads() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -28,11 +27,11 @@ fn fds() -> usize {
 #[test]
 fn misbehaving_connections_leave_no_threads_or_fds_behind() {
     const PER_KIND: usize = 400;
-    let server = start(Config {
-        head_timeout: Duration::from_millis(500),
-        close_timeout: Duration::from_millis(300),
-        ..config()
-    });
+    let server = start(
+        config()
+            .head_timeout(Duration::from_millis(500))
+            .close_timeout(Duration::from_millis(300)),
+    );
     let addr = server.local_addr();
     let (base_threads, base_fds) = (threads(), fds());
 

@@ -45,7 +45,7 @@ fn a_delivery_to_a_client_that_keeps_up_does_not_wake_its_writer() {
             break client;
         }
     };
-    let writer = format!("wshub-{}-write", b_id.0);
+    let writer = format!("wshub-{}-write", b_id.get());
     eventually("b's writer thread is running", || {
         switches_of_thread(&writer).is_some()
     });

@@ -159,12 +159,12 @@ impl Connection {
             Message::Binary(b) => (OpCode::Data(Data::Binary), &b[..]),
             _ => return None,
         };
-        if payload.len() < crate::DEFAULT_COMPRESSION_MIN_BYTES
+        if payload.len() < crate::defaults::COMPRESSION_MIN_BYTES
             || !agreement.may_compress(payload.len())
         {
             return plain();
         }
-        match deflate::compress(payload, crate::DEFAULT_COMPRESSION_LEVEL) {
+        match deflate::compress(payload, crate::defaults::COMPRESSION_LEVEL) {
             Some(compressed) => Some(Frame::encode_compressed(
                 Role::Client,
                 opcode,
@@ -254,7 +254,7 @@ fn reader_state(
     options: &ConnectOptions,
 ) -> (Box<WebSocketContext>, Option<Box<Inflater>>) {
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(crate::DEFAULT_READ_BUFFER_BYTES)
+        .read_buffer_size(crate::defaults::READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(Some(options.max_message_bytes))
         .max_frame_size(Some(options.max_message_bytes));

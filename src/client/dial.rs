@@ -49,7 +49,7 @@ pub struct ConnectOptions {
     /// Messages `send` may queue before it blocks. Default 256.
     pub send_queue: usize,
     /// Offer permessage-deflate; when the server agrees, messages from
-    /// [`DEFAULT_COMPRESSION_MIN_BYTES`](crate::DEFAULT_COMPRESSION_MIN_BYTES)
+    /// [`DEFAULT_COMPRESSION_MIN_BYTES`](crate::defaults::COMPRESSION_MIN_BYTES)
     /// up go compressed and compressed ones from the server are inflated.
     /// Default `false`.
     pub compression: bool,
@@ -62,12 +62,12 @@ impl Default for ConnectOptions {
             subprotocols: Vec::new(),
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
-            write_timeout: crate::DEFAULT_WRITE_TIMEOUT,
-            ping_interval: crate::DEFAULT_PING_INTERVAL,
-            pong_timeout: crate::DEFAULT_PONG_TIMEOUT,
-            close_timeout: crate::DEFAULT_CLOSE_TIMEOUT,
-            max_message_bytes: crate::DEFAULT_MAX_MESSAGE_BYTES,
-            send_queue: crate::DEFAULT_SEND_QUEUE,
+            write_timeout: crate::defaults::WRITE_TIMEOUT,
+            ping_interval: crate::defaults::PING_INTERVAL,
+            pong_timeout: crate::defaults::PONG_TIMEOUT,
+            close_timeout: crate::defaults::CLOSE_TIMEOUT,
+            max_message_bytes: crate::defaults::MAX_MESSAGE_BYTES,
+            send_queue: crate::defaults::SEND_QUEUE,
             compression: false,
         }
     }

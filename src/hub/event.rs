@@ -1,5 +1,6 @@
-//! [`Event`]: what the hub tells a host program (`Server::events`), and
-//! the hub's list of those who listen ([`Subscribers`]).
+//! [`Event`]: what the hub tells a host program; [`Events`], one
+//! subscription to them (`Server::events`); and the hub's list of those
+//! who listen ([`Subscribers`]).
 //!
 //! May touch: the subscribers' channels (`try_send` only: a full one
 //! loses events, counted in the log, and never stalls the hub).
@@ -7,7 +8,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TrySendError};
+use std::sync::mpsc::{RecvError, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::warn;
 use tungstenite::protocol::Message;
 
@@ -93,5 +97,70 @@ impl Subscribers {
                 );
             }
         }
+    }
+}
+
+/// One subscription to the hub's [`Event`]s, from
+/// [`Server::events`](crate::Server::events) or
+/// [`Handle::events`](crate::Handle::events). It holds up to
+/// [`Config::event_queue`](crate::Config::event_queue) events; beyond
+/// that the hub drops events for it rather than wait. Drop it to
+/// unsubscribe. The errors are std's: a timeout, or the server gone.
+pub struct Events {
+    rx: Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: Receiver<Event>) -> Events {
+        Events { rx }
+    }
+
+    /// The next event, waiting for it; an error once the server is gone.
+    pub fn recv(&self) -> Result<Event, RecvError> {
+        self.rx.recv().map_err(|_| RecvError)
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => RecvTimeoutError::Timeout,
+            crossbeam_channel::RecvTimeoutError::Disconnected => RecvTimeoutError::Disconnected,
+        })
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Result<Event, TryRecvError> {
+        self.rx.try_recv().map_err(|e| match e {
+            crossbeam_channel::TryRecvError::Empty => TryRecvError::Empty,
+            crossbeam_channel::TryRecvError::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    /// Events as they come, until the server is gone.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.rx.iter()
+    }
+
+    /// The events waiting now, without waiting for more.
+    pub fn try_iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// Events waiting now.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("waiting", &self.rx.len())
+            .finish()
     }
 }

@@ -37,7 +37,7 @@ mod membership;
 mod tests;
 mod waiting;
 
-pub use event::Event;
+pub use event::{Event, Events};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -25,38 +25,35 @@ mod accept;
 pub(crate) mod assets;
 mod budget;
 mod conn;
+mod handle;
 pub(crate) mod handshake;
 mod relay;
 mod shared;
 mod upgrade;
 
-use shared::{Live, Shared};
+pub use handle::Handle;
+use shared::Shared;
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::bounded;
 use log::{debug, info, warn};
-use tungstenite::protocol::{Message, Role, WebSocketConfig};
+use tungstenite::protocol::Message;
 
-use crate::http;
-use crate::hub::{self, Event, HubMsg, Limits};
-use crate::memory::Memory;
-use crate::metrics::Metrics;
-use crate::server::assets::Assets;
-use crate::server::handshake::Policy;
-use crate::session::frame::Frame;
-use crate::session::outbox::Bound;
-use crate::{Config, Error, Result};
+use crate::hub::{self, Events, HubMsg};
+use crate::{Config, Result};
 
 /// Capacity of the hub's inbox. Readers block when it is full, which slows
 /// senders down instead of letting the hub's backlog grow without bound.
 const HUB_INBOX: usize = 4096;
 
 /// A running server. Dropping it shuts it down.
+///
+/// Its `Debug` shows the bound addresses and how many clients it holds.
 pub struct Server {
     handle: Handle,
     /// Each listener's acceptor thread, by bound address.
@@ -64,15 +61,10 @@ pub struct Server {
     hub: Option<JoinHandle<()>>,
 }
 
-/// A cheap, cloneable, thread-safe view of a running [`Server`]: broadcast,
-/// subscribe to events, ask for shutdown.
-#[derive(Clone)]
-pub struct Handle {
-    shared: Arc<Shared>,
-}
-
 impl Server {
-    /// Binds `config.addr` and starts serving on background threads.
+    /// Binds [`Config::addr`] (and any extra addresses) and starts serving
+    /// on background threads: the hub, its fan-out lanes, the Redis bridge
+    /// if configured, and one acceptor per listener.
     pub fn start(config: Config) -> Result<Server> {
         config.validate()?;
         let listeners = accept::bind_all(&config)?;
@@ -80,86 +72,18 @@ impl Server {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
-        let local_addr = local_addrs[0];
-        let assets = Assets::new(config.static_dir.as_deref())?;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer_bytes)
-            .write_buffer_size(0)
-            .max_message_size(Some(config.max_message_bytes))
-            .max_frame_size(Some(config.max_message_bytes));
         let (hub_tx, hub_rx) = bounded(HUB_INBOX);
-        let limits = Limits {
-            echo_sender: config.echo_sender,
-            messages: config.send_queue,
-            bytes: config.send_queue_bytes,
-            deflate: config
-                .compression
-                .then_some((config.compression_level, config.compression_min_bytes)),
-        };
-        let bound = Bound {
-            messages: config.send_queue,
-            bytes: config.send_queue_bytes,
-        };
-        let memory = Memory::new(config.max_buffered_bytes);
-        let metrics = Arc::new(Metrics::default());
-        let gate = crate::auth::Gate::new(&config)?;
-        info!(
-            "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
-            config.max_buffered_bytes >> 20
-        );
-        let shared = Arc::new(Shared {
-            policy: Policy {
-                allowed_origins: config.allowed_origins.clone(),
-                subprotocols: config.subprotocols.clone(),
-            },
-            config,
-            local_addr,
-            local_addrs: local_addrs.clone(),
-            assets,
-            ws_config,
-            bound,
-            memory: memory.clone(),
-            bridge: OnceLock::new(),
-            hub: hub_tx,
-            stopping: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            thread_budget: budget::thread_budget(),
-            clients: AtomicUsize::new(0),
-            echo_clients: AtomicUsize::new(0),
-            metrics: metrics.clone(),
-            gate,
-            per_ip: Mutex::new(std::collections::HashMap::new()),
-            live: Mutex::new(Live::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(config, local_addrs.clone(), hub_tx)?);
         let history = crate::history::Bounds {
             messages: shared.config.history,
             bytes: shared.config.history_bytes,
             age: shared.config.history_age,
         };
-        let bridge = match &shared.config.redis {
-            Some(url) => {
-                let inbox = shared.hub.clone();
-                let to_hub: crate::bridge::ToHub =
-                    Box::new(move |m| inbox.send(HubMsg::Bridge(m)).is_ok());
-                let ca = shared.config.redis_ca_file.as_deref();
-                Some(crate::bridge::start(
-                    url,
-                    ca,
-                    to_hub,
-                    memory.clone(),
-                    history,
-                )?)
-            }
-            None => None,
-        };
-        if let Some(bridge) = &bridge {
-            let _ = shared.bridge.set(bridge.view().clone());
-        }
+        let bridge = start_bridge(&shared, history)?;
         // The lanes' threads start here, before `start` returns, so that a
         // caller counting threads sees all of the server's.
-        let lanes = hub::Lanes::start(limits, metrics);
+        let lanes = hub::Lanes::start(shared.limits(), shared.metrics.clone());
+        let memory = shared.memory.clone();
         let hub = thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub::run(hub_rx, lanes, memory, bridge, history))?;
@@ -197,7 +121,7 @@ impl Server {
     }
 
     /// See [`Handle::events`].
-    pub fn events(&self) -> Receiver<Event> {
+    pub fn events(&self) -> Events {
         self.handle.events()
     }
 
@@ -287,89 +211,30 @@ impl Drop for Server {
     }
 }
 
-impl Handle {
-    /// The address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
-    }
+/// With [`Config::redis`]: the bridge, whose messages from other instances
+/// go into the hub's inbox.
+fn start_bridge(
+    shared: &Arc<Shared>,
+    history: crate::history::Bounds,
+) -> Result<Option<crate::bridge::Bridge>> {
+    let Some(url) = &shared.config.redis else {
+        return Ok(None);
+    };
+    let inbox = shared.hub.clone();
+    let to_hub: crate::bridge::ToHub = Box::new(move |m| inbox.send(HubMsg::Bridge(m)).is_ok());
+    let ca = shared.config.redis_ca_file.as_deref();
+    let memory = shared.memory.clone();
+    let bridge = crate::bridge::start(&url.0, ca, to_hub, memory, history)?;
+    let _ = shared.bridge.set(bridge.view().clone());
+    Ok(Some(bridge))
+}
 
-    /// Subscribes to hub events. Each call makes a new receiver holding up
-    /// to `Config::event_queue` events; when it is full, further events are
-    /// dropped for it rather than stalling the hub. Drop the receiver to
-    /// unsubscribe.
-    pub fn events(&self) -> Receiver<Event> {
-        let (tx, rx) = bounded(self.shared.config.event_queue.max(1));
-        let _ = self.shared.hub.send(HubMsg::Subscribe(tx));
-        rx
-    }
-
-    /// Sends a text or binary message to every client in `room` (`""` is the
-    /// lobby at `/ws`).
-    pub fn broadcast(&self, room: &str, message: Message) -> Result<()> {
-        if !room.is_empty() && !http::valid_room(room) {
-            return Err(Error::InvalidRoom(room.to_string()));
-        }
-        let frame = Frame::data(Role::Server, &message)
-            .ok_or(Error::NotData)?
-            .charged(&self.shared.memory);
-        self.shared
-            .hub
-            .send(HubMsg::Broadcast {
-                from: None,
-                room: Some(room.into()),
-                frame,
-                message,
-            })
-            .map_err(|_| Error::Closed)
-    }
-
-    /// Bytes the server holds for its clients right now — messages being
-    /// received and frames queued for writers — counted against
-    /// [`Config::max_buffered_bytes`].
-    pub fn buffered_bytes(&self) -> usize {
-        self.shared.memory.used()
-    }
-
-    /// Connections closed with 1013 so far because a message would have
-    /// taken the buffered bytes over [`Config::max_buffered_bytes`].
-    pub fn refused_for_memory(&self) -> u64 {
-        self.shared.memory.refused()
-    }
-
-    /// Clients evicted (1008) so far because queued frames took the
-    /// buffered bytes over [`Config::max_buffered_bytes`].
-    pub fn evicted_for_memory(&self) -> u64 {
-        self.shared.memory.evicted()
-    }
-
-    /// With [`Config::redis`]: whether both of the bridge's connections to
-    /// Redis are up (`None` without a bridge). While they are down, local
-    /// clients are served as always and messages do not cross instances.
-    pub fn redis_connected(&self) -> Option<bool> {
-        self.shared.redis_connected()
-    }
-
-    /// The messages `room` keeps in its history (see [`Config::history`]),
-    /// oldest first.
-    pub fn history(&self, room: &str) -> Result<Vec<Message>> {
-        if !room.is_empty() && !http::valid_room(room) {
-            return Err(Error::InvalidRoom(room.to_string()));
-        }
-        let room: Arc<str> = room.into();
-        self.shared
-            .ask(|tx| hub::Query::History(room, tx))
-            .ok_or(Error::Closed)
-    }
-
-    /// Open WebSocket connections right now.
-    pub fn client_count(&self) -> usize {
-        self.shared.clients.load(Ordering::Relaxed)
-    }
-
-    /// Asks the server to shut down: [`Server::run`] returns once it has.
-    /// Safe to call from any thread, any number of times.
-    pub fn shutdown(&self) {
-        self.shared.lock().stop_requested = true;
-        self.shared.changed.notify_all();
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.handle.shared.local_addrs)
+            .field("clients", &self.handle.client_count())
+            .field("running", &self.hub.is_some())
+            .finish()
     }
 }

@@ -13,11 +13,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
+use log::info;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::Config;
 use crate::auth::Gate;
-use crate::hub::{self, HubMsg};
+use crate::hub::{self, HubMsg, Limits};
 use crate::memory::Memory;
 use crate::metrics::{self, Metrics};
 use crate::server::assets::Assets;
@@ -69,6 +70,68 @@ pub(super) struct Live {
 }
 
 impl Shared {
+    /// The state of a server about to start, for `config`, bound to
+    /// `local_addrs` (`config.addr`'s first), its hub's inbox `hub`.
+    pub(super) fn new(
+        config: Config,
+        local_addrs: Vec<SocketAddr>,
+        hub: Sender<HubMsg>,
+    ) -> crate::Result<Shared> {
+        let assets = Assets::new(config.static_dir.as_deref())?;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_message_bytes))
+            .max_frame_size(Some(config.max_message_bytes));
+        let gate = Gate::new(config.auth_secret.as_ref(), config.authorizer.as_ref())?;
+        info!(
+            "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
+            config.max_buffered_bytes >> 20
+        );
+        Ok(Shared {
+            policy: Policy {
+                allowed_origins: config.allowed_origins.clone(),
+                subprotocols: config.subprotocols.clone(),
+            },
+            bound: Bound {
+                messages: config.send_queue,
+                bytes: config.send_queue_bytes,
+            },
+            memory: Memory::new(config.max_buffered_bytes),
+            config,
+            local_addr: local_addrs[0],
+            local_addrs,
+            assets,
+            ws_config,
+            bridge: OnceLock::new(),
+            hub,
+            stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            thread_budget: super::budget::thread_budget(),
+            clients: AtomicUsize::new(0),
+            echo_clients: AtomicUsize::new(0),
+            metrics: Arc::new(Metrics::default()),
+            gate,
+            per_ip: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// How the hub delivers.
+    pub(super) fn limits(&self) -> Limits {
+        let config = &self.config;
+        Limits {
+            echo_sender: config.echo_sender,
+            messages: config.send_queue,
+            bytes: config.send_queue_bytes,
+            deflate: config
+                .compression
+                .then_some((config.compression_level, config.compression_min_bytes)),
+        }
+    }
+
     /// With a Redis bridge: whether both of its connections are up.
     pub(super) fn redis_connected(&self) -> Option<bool> {
         let stats = &self.bridge.get()?.stats;

@@ -285,7 +285,10 @@ impl Conn {
             metrics: metrics.clone(),
         };
         let limit = RateLimit {
-            bucket: Bucket::of(self.config()),
+            bucket: Bucket::new(
+                self.config().max_messages_per_second,
+                self.config().message_burst,
+            ),
             metrics,
         };
         (report, limit)

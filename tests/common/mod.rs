@@ -24,10 +24,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 pub type Ws = WebSocket<TcpStream>;
 
 pub fn config() -> Config {
-    Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    }
+    Config::default().addr("127.0.0.1:0".parse().unwrap())
 }
 
 pub fn start(config: Config) -> Server {
@@ -251,7 +248,7 @@ pub fn lines(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String>
 }
 
 /// Waits until `n` clients have joined, using the server's own events.
-pub fn joined(events: &crossbeam_channel::Receiver<wshub::Event>, n: usize) {
+pub fn joined(events: &wshub::Events, n: usize) {
     let mut seen = 0;
     while seen < n {
         if let wshub::Event::Joined { .. } = events.recv_timeout(STEP).expect("join event") {

@@ -22,7 +22,8 @@ use signal_hook::iterator::Signals;
 
 use super::ClientArgs;
 use wshub::Ending;
-use wshub::{CloseCode, ConnectOptions, Connection, Message};
+use wshub::ws::{CloseCode, Message};
+use wshub::{ConnectOptions, Connection};
 
 use crate::file_frame;
 

@@ -1,7 +1,7 @@
 //! The command line: `wshub serve` (the server, its flags mapped onto
 //! [`Config`]) and `wshub client` (a command-line WebSocket client).
 //!
-//! Defaults shown by `--help` come from the library's `DEFAULT_*` constants,
+//! Defaults shown by `--help` come from the library's `wshub::defaults`,
 //! so the flags and the library cannot disagree. This module only parses;
 //! each subcommand runs from its own file.
 
@@ -162,7 +162,7 @@ pub struct ClientArgs {
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
     /// Largest message accepted from the server.
-    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::MAX_MESSAGE_BYTES as u64))]
     pub max_message_bytes: ByteSize,
     /// Offer permessage-deflate (messages go compressed when the server agrees).
     #[arg(long)]
@@ -192,28 +192,28 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 pub struct ServeArgs {
     /// Address to listen on; repeat it to listen on several (e.g.
     /// `--addr 0.0.0.0:8080 --addr [::]:8080`).
-    #[arg(long, default_value = DEFAULT_ADDR)]
+    #[arg(long, default_value = defaults::ADDR)]
     pub addr: Vec<SocketAddr>,
     /// Listen backlog (capped by the kernel's net.core.somaxconn).
-    #[arg(long, default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    #[arg(long, default_value_t = defaults::LISTEN_BACKLOG)]
     pub listen_backlog: u32,
     /// Bound on every write to a client; slower clients are dropped.
-    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT.into())]
+    #[arg(long, default_value_t = defaults::WRITE_TIMEOUT.into())]
     pub write_timeout: HumanDuration,
     /// Close a client from which nothing (data or pong) arrives for this long.
-    #[arg(long, default_value_t = DEFAULT_PONG_TIMEOUT.into())]
+    #[arg(long, default_value_t = defaults::PONG_TIMEOUT.into())]
     pub pong_timeout: HumanDuration,
     /// How often to ping each client (must be below --pong-timeout).
-    #[arg(long, default_value_t = DEFAULT_PING_INTERVAL.into())]
+    #[arg(long, default_value_t = defaults::PING_INTERVAL.into())]
     pub ping_interval: HumanDuration,
     /// Messages queued for one client before it is evicted (close 1008).
-    #[arg(long, default_value_t = DEFAULT_SEND_QUEUE)]
+    #[arg(long, default_value_t = defaults::SEND_QUEUE)]
     pub send_queue: usize,
     /// Bytes queued for one client before it is evicted (close 1008).
-    #[arg(long, default_value_t = ByteSize(DEFAULT_SEND_QUEUE_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::SEND_QUEUE_BYTES as u64))]
     pub send_queue_bytes: ByteSize,
     /// Largest message accepted from a client; larger closes with 1009.
-    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_MESSAGE_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::MAX_MESSAGE_BYTES as u64))]
     pub max_message_bytes: ByteSize,
     /// Most bytes buffered for all clients together (messages being received,
     /// frames queued); past it messages get 1013 and the largest queues are
@@ -221,16 +221,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_buffered_bytes: Option<ByteSize>,
     /// A message not complete this long after its first byte closes its connection with 1008.
-    #[arg(long, default_value_t = DEFAULT_MESSAGE_TIMEOUT.into())]
+    #[arg(long, default_value_t = defaults::MESSAGE_TIMEOUT.into())]
     pub message_timeout: HumanDuration,
     /// Deadline for a complete HTTP request head (also the keep-alive idle time).
-    #[arg(long, default_value_t = DEFAULT_HEAD_TIMEOUT.into())]
+    #[arg(long, default_value_t = defaults::HEAD_TIMEOUT.into())]
     pub head_timeout: HumanDuration,
     /// Largest HTTP request head; larger gets 431.
-    #[arg(long, default_value_t = ByteSize(DEFAULT_MAX_HEAD_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::MAX_HEAD_BYTES as u64))]
     pub max_head_bytes: ByteSize,
     /// How long to wait for a client's answer to our Close.
-    #[arg(long, default_value_t = DEFAULT_CLOSE_TIMEOUT.into())]
+    #[arg(long, default_value_t = defaults::CLOSE_TIMEOUT.into())]
     pub close_timeout: HumanDuration,
     /// Most open WebSocket connections; more get 503 with Retry-After [default: no limit].
     #[arg(long)]
@@ -248,23 +248,23 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
     /// Read chunk per connection (allocated for each one).
-    #[arg(long, default_value_t = ByteSize(DEFAULT_READ_BUFFER_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::READ_BUFFER_BYTES as u64))]
     pub read_buffer_bytes: ByteSize,
     /// Stack size of each connection thread.
-    #[arg(long, default_value_t = ByteSize(DEFAULT_THREAD_STACK_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::THREAD_STACK_BYTES as u64))]
     pub thread_stack_bytes: ByteSize,
     /// On SIGTERM, keep serving this long with /healthz at 503 and new upgrades
     /// refused, before closing clients with 1001 (0: at once).
     #[arg(long, default_value = "0s")]
     pub drain_timeout: HumanDuration,
     /// Messages each room keeps for clients that join with ?history=K (0: none).
-    #[arg(long, default_value_t = DEFAULT_HISTORY)]
+    #[arg(long, default_value_t = defaults::HISTORY)]
     pub history: usize,
     /// Bytes each room's history may hold.
-    #[arg(long, default_value_t = ByteSize(DEFAULT_HISTORY_BYTES as u64))]
+    #[arg(long, default_value_t = ByteSize(defaults::HISTORY_BYTES as u64))]
     pub history_bytes: ByteSize,
     /// Messages older than this leave the history (an empty room's history goes too).
-    #[arg(long, default_value_t = DEFAULT_HISTORY_AGE.into())]
+    #[arg(long, default_value_t = defaults::HISTORY_AGE.into())]
     pub history_age: HumanDuration,
     /// Share rooms with other instances through Redis:
     /// redis://[USER:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS.
@@ -299,10 +299,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub compression: bool,
     /// Messages shorter than this go uncompressed.
-    #[arg(long, default_value_t = DEFAULT_COMPRESSION_MIN_BYTES)]
+    #[arg(long, default_value_t = defaults::COMPRESSION_MIN_BYTES)]
     pub compression_min_bytes: usize,
     /// Deflate level, 0-9.
-    #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL,
+    #[arg(long, default_value_t = defaults::COMPRESSION_LEVEL,
           value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
     /// Let clients keep their compression context between messages
@@ -322,49 +322,54 @@ impl ServeArgs {
     /// The [`Config`] these flags describe.
     pub fn config(&self) -> Config {
         let bytes = |b: ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
-        Config {
-            addr: self.addr.first().copied().unwrap_or(Config::default().addr),
-            extra_addrs: self.addr.iter().skip(1).copied().collect(),
-            listen_backlog: self.listen_backlog,
-            write_timeout: self.write_timeout.into(),
-            pong_timeout: self.pong_timeout.into(),
-            ping_interval: self.ping_interval.into(),
-            send_queue: self.send_queue,
-            send_queue_bytes: bytes(self.send_queue_bytes),
-            max_message_bytes: bytes(self.max_message_bytes),
-            max_buffered_bytes: self
-                .max_buffered_bytes
-                .map_or_else(default_max_buffered_bytes, bytes),
-            message_timeout: self.message_timeout.into(),
-            head_timeout: self.head_timeout.into(),
-            max_head_bytes: bytes(self.max_head_bytes),
-            close_timeout: self.close_timeout.into(),
-            max_clients: self.max_clients,
-            allowed_origins: self.allowed_origins.clone(),
-            subprotocols: self.subprotocols.clone(),
-            echo_sender: self.echo_sender,
-            static_dir: self.static_dir.clone(),
-            read_buffer_bytes: bytes(self.read_buffer_bytes),
-            thread_stack_bytes: bytes(self.thread_stack_bytes),
-            event_queue: DEFAULT_EVENT_QUEUE,
-            drain_timeout: self.drain_timeout.into(),
-            history: self.history,
-            history_bytes: bytes(self.history_bytes),
-            history_age: self.history_age.into(),
-            redis: self.redis.clone(),
-            redis_ca_file: self.redis_ca_file.clone(),
-            // Read from --auth-secret-file by `serve`, which can report a failure.
-            auth_secret: None,
-            authorizer: None,
-            protect_admin: self.protect_admin,
-            max_messages_per_second: self.max_messages_per_second,
-            message_burst: self.message_burst,
-            max_connections_per_ip: self.max_connections_per_ip,
-            compression: self.compression,
-            compression_min_bytes: self.compression_min_bytes,
-            compression_level: self.compression_level,
-            compression_client_takeover: self.compression_client_takeover,
+        let mut config = Config::default()
+            .extra_addrs(self.addr.iter().skip(1).copied())
+            .listen_backlog(self.listen_backlog)
+            .write_timeout(self.write_timeout.into())
+            .pong_timeout(self.pong_timeout.into())
+            .ping_interval(self.ping_interval.into())
+            .send_queue(self.send_queue)
+            .send_queue_bytes(bytes(self.send_queue_bytes))
+            .max_message_bytes(bytes(self.max_message_bytes))
+            .message_timeout(self.message_timeout.into())
+            .head_timeout(self.head_timeout.into())
+            .max_head_bytes(bytes(self.max_head_bytes))
+            .close_timeout(self.close_timeout.into())
+            .max_clients(self.max_clients)
+            .allowed_origins(self.allowed_origins.clone())
+            .subprotocols(self.subprotocols.clone())
+            .echo_sender(self.echo_sender)
+            .read_buffer_bytes(bytes(self.read_buffer_bytes))
+            .thread_stack_bytes(bytes(self.thread_stack_bytes))
+            .drain_timeout(self.drain_timeout.into())
+            .history(self.history)
+            .history_bytes(bytes(self.history_bytes))
+            .history_age(self.history_age.into())
+            .protect_admin(self.protect_admin)
+            .max_messages_per_second(self.max_messages_per_second)
+            .message_burst(self.message_burst)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .compression(self.compression)
+            .compression_min_bytes(self.compression_min_bytes)
+            .compression_level(self.compression_level)
+            .compression_client_takeover(self.compression_client_takeover);
+        // The --auth-secret-file is read by `serve`, which can report a failure.
+        if let Some(&addr) = self.addr.first() {
+            config = config.addr(addr);
         }
+        if let Some(bytes_max) = self.max_buffered_bytes {
+            config = config.max_buffered_bytes(bytes(bytes_max));
+        }
+        if let Some(dir) = &self.static_dir {
+            config = config.static_dir(dir);
+        }
+        if let Some(url) = &self.redis {
+            config = config.redis(url);
+        }
+        if let Some(ca) = &self.redis_ca_file {
+            config = config.redis_ca_file(ca);
+        }
+        config
     }
 }
 
@@ -408,9 +413,10 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("serve")
         };
-        let c = args.config();
-        assert_eq!(c.max_message_bytes, 1 << 20);
-        assert_eq!(c.pong_timeout, std::time::Duration::from_secs(2));
-        assert_eq!(c.ping_interval, std::time::Duration::from_millis(500));
+        let expected = Config::default()
+            .max_message_bytes(1 << 20)
+            .pong_timeout(std::time::Duration::from_secs(2))
+            .ping_interval(std::time::Duration::from_millis(500));
+        assert_eq!(format!("{:?}", args.config()), format!("{expected:?}"));
     }
 }

@@ -26,7 +26,7 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
     let mut config = args.config();
     if let Some(path) = &args.auth_secret_file {
         match super::read_secret(path) {
-            Ok(secret) => config.auth_secret = Some(secret),
+            Ok(secret) => config = config.auth_secret(secret),
             Err(e) => {
                 error!("cannot start: --auth-secret-file {e}");
                 return ExitCode::FAILURE;
