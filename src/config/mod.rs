@@ -57,6 +57,8 @@ pub struct Config {
     pub(crate) static_dir: Option<PathBuf>,
     pub(crate) read_buffer_bytes: usize,
     pub(crate) thread_stack_bytes: usize,
+    pub(crate) max_threads: Option<usize>,
+    pub(crate) api_key: Option<ApiKey>,
     pub(crate) history: usize,
     pub(crate) history_bytes: usize,
     pub(crate) history_age: Duration,
@@ -94,6 +96,16 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
+/// The server API's key, whose `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct ApiKey(pub(crate) String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -120,6 +132,8 @@ impl Default for Config {
             static_dir: None,
             read_buffer_bytes: defaults::READ_BUFFER_BYTES,
             thread_stack_bytes: defaults::THREAD_STACK_BYTES,
+            max_threads: None,
+            api_key: None,
             event_queue: defaults::EVENT_QUEUE,
             drain_timeout: Duration::ZERO,
             history: defaults::HISTORY,
@@ -292,6 +306,22 @@ impl Config {
         self
     }
 
+    /// Most connection threads the server starts, below what the system
+    /// allows (the thread budget it logs at start). Default `None`: the
+    /// system's limits alone. Past it, upgrades get 503 with `Retry-After`.
+    pub fn max_threads(mut self, value: impl Into<Option<usize>>) -> Config {
+        self.max_threads = value.into();
+        self
+    }
+
+    /// Turns on the server API under `/api/` (see the README's "Server
+    /// API"): every request must carry this key in `X-API-Key`. Default
+    /// `None`: every `/api/` path answers 404.
+    pub fn api_key(mut self, value: impl Into<Option<String>>) -> Config {
+        self.api_key = value.into().map(ApiKey);
+        self
+    }
+
     /// Messages each room keeps for clients that ask (`?history=K` or
     /// `?history=all` on joining); 0 turns history off. Default
     /// [`defaults::HISTORY`].
@@ -461,6 +491,16 @@ impl Config {
         }
         if self.max_head_bytes < 64 {
             return bad("the head limit must be at least 64 bytes");
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.0.trim().is_empty())
+        {
+            return bad("the API key must not be empty");
+        }
+        if self.max_threads.is_some_and(|max| max < 8) {
+            return bad("the thread limit must leave room for at least 8 threads");
         }
         if self.thread_stack_bytes < 32 << 10 {
             return bad("thread stacks need at least 32 KiB");

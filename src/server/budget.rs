@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use log::info;
-
 use super::shared::Shared;
 use crate::session::Spawn;
 
@@ -133,30 +131,6 @@ impl Drop for Registered {
     fn drop(&mut self) {
         self.shared.lock().sockets.remove(&self.id);
     }
-}
-
-/// How many connection threads the kernel will let this process start.
-///
-/// Each thread costs four memory mappings (its stack and guard page, and
-/// the alternate signal stack Rust gives every thread, with its guard), and
-/// `vm.max_map_count` (65530 by default) bounds mappings per process; the
-/// system-wide `kernel.threads-max` bounds threads. When a thread cannot get
-/// its mappings, Rust aborts the whole process, so the server stays below.
-pub(super) fn thread_budget() -> usize {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-    };
-    let maps = read("/proc/sys/vm/max_map_count").unwrap_or(65530);
-    let by_maps = maps.saturating_sub(4096) / 4;
-    let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
-    let budget = by_maps.min(by_threads);
-    info!(
-        "thread budget {budget} (vm.max_map_count {maps}): room for about {} WebSocket clients",
-        budget / 2
-    );
-    budget
 }
 
 /// The server's threads for a session: counted like every connection thread.

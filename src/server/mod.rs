@@ -13,7 +13,8 @@
 //!   refusals;
 //! * `upgrade` — the WebSocket upgrade (gorilla's `serveWs`): handshake,
 //!   admission, registration with the hub, the session's two threads;
-//! * `budget` — counted threads, the thread budget, the client slots.
+//! * `budget` — counted threads, the client slots;
+//! * `limits` — the thread budget the kernel and the process's limits allow.
 //!
 //! Shutdown: stop accepting (the acceptor is woken by a connection to
 //! itself, tiny_http's trick), tell the hub, which asks every client to close
@@ -27,6 +28,7 @@ mod budget;
 mod conn;
 mod handle;
 pub(crate) mod handshake;
+mod limits;
 mod relay;
 mod shared;
 mod upgrade;

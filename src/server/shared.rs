@@ -46,7 +46,7 @@ pub(super) struct Shared {
     /// while the drain timeout runs.
     pub(super) draining: AtomicBool,
     pub(super) next_id: AtomicU64,
-    /// Most connection threads this process can start (see `budget::thread_budget`).
+    /// Most connection threads this process can start (see `limits::thread_budget`).
     pub(super) thread_budget: usize,
     /// Open WebSocket connections, for `max_clients`.
     pub(super) clients: AtomicUsize,
@@ -108,7 +108,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            thread_budget: super::budget::thread_budget(),
+            thread_budget: super::limits::thread_budget(),
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),
             metrics: Arc::new(Metrics::default()),

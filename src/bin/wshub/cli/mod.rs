@@ -37,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat page, /ws, /ws/{room} and /echo.
     #[command(after_help = SERVE_EXAMPLES)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to any WebSocket server: stdin lines go out as text messages,
     /// received text is printed one message per line.
     Client(ClientArgs),
@@ -253,6 +253,10 @@ pub struct ServeArgs {
     /// Stack size of each connection thread.
     #[arg(long, default_value_t = ByteSize(defaults::THREAD_STACK_BYTES as u64))]
     pub thread_stack_bytes: ByteSize,
+    /// Most connection threads, below what the system allows (the thread
+    /// budget logged at start) [default: the system's limits].
+    #[arg(long, value_name = "N")]
+    pub max_threads: Option<usize>,
     /// On SIGTERM, keep serving this long with /healthz at 503 and new upgrades
     /// refused, before closing clients with 1001 (0: at once).
     #[arg(long, default_value = "0s")]
@@ -281,6 +285,11 @@ pub struct ServeArgs {
     /// subprotocol. Tokens come from `wshub token`.
     #[arg(long, value_name = "PATH")]
     pub auth_secret_file: Option<PathBuf>,
+    /// Turn on the server API under /api/ (publish into rooms, read
+    /// history, list members, remove clients): requests must carry this
+    /// file's key in X-API-Key. Without it /api/ answers 404.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     /// Also require a token for /rooms and /metrics (otherwise left to the proxy).
     #[arg(long)]
     pub protect_admin: bool,
@@ -341,6 +350,7 @@ impl ServeArgs {
             .echo_sender(self.echo_sender)
             .read_buffer_bytes(bytes(self.read_buffer_bytes))
             .thread_stack_bytes(bytes(self.thread_stack_bytes))
+            .max_threads(self.max_threads)
             .drain_timeout(self.drain_timeout.into())
             .history(self.history)
             .history_bytes(bytes(self.history_bytes))

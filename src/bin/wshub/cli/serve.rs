@@ -33,6 +33,22 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
             }
         }
     }
+    if let Some(path) = &args.api_key_file {
+        match super::read_secret(path).map(|key| String::from_utf8(key.bytes().to_vec()).ok()) {
+            Ok(Some(key)) => config = config.api_key(key),
+            Ok(None) => {
+                error!(
+                    "cannot start: --api-key-file {}: the key is not UTF-8",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                error!("cannot start: --api-key-file {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
