@@ -22,7 +22,9 @@ fn main() -> Result<(), wshub::Error> {
         let mut said = 0;
         for event in events.iter() {
             match event {
-                Event::Joined { client, room, peer } => {
+                Event::Joined {
+                    client, room, peer, ..
+                } => {
                     println!("event: {client} joined {room:?} from {peer}")
                 }
                 Event::Message {

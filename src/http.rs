@@ -61,6 +61,8 @@ pub enum Route {
     Health,
     /// `GET /metrics`: the Prometheus exposition.
     Metrics,
+    /// The server API: any method on a path under `/api/`.
+    Api,
 }
 
 /// Parses a request head from the start of `buf`.
@@ -131,8 +133,12 @@ fn too_large() -> Rejection {
 /// Decides where a request goes, or why it is refused.
 ///
 /// Only the path decides the route; whether a WebSocket request really is an
-/// upgrade is checked by the handshake. `GET` and `HEAD` are the only methods.
+/// upgrade is checked by the handshake. `GET` and `HEAD` are the only
+/// methods, but for the server API (`/api/…`), which decides its own.
 pub fn route(request: &Request<()>) -> Result<Route, Rejection> {
+    if request.uri().path().starts_with("/api/") {
+        return Ok(Route::Api);
+    }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return Err(Rejection::new(
@@ -354,9 +360,12 @@ pub(crate) fn keep_alive(request: &Request<()>) -> bool {
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
-        return false;
-    }
+    !has_body && wants_keep_alive(request)
+}
+
+/// Whether the client asks to keep the connection open (HTTP/1.1's
+/// default, HTTP/1.0's `keep-alive`), once any body has been read.
+pub(crate) fn wants_keep_alive(request: &Request<()>) -> bool {
     let tokens = header_tokens(request, "connection");
     if request.version() == http::Version::HTTP_10 {
         tokens.iter().any(|t| t.eq_ignore_ascii_case("keep-alive"))

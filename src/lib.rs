@@ -46,6 +46,7 @@
 
 #![deny(missing_docs)]
 
+mod api;
 pub mod auth;
 mod bridge;
 mod client;
@@ -53,6 +54,7 @@ mod config;
 mod deflate;
 mod error;
 mod history;
+pub mod hook;
 mod http;
 mod hub;
 mod id;
@@ -69,6 +71,7 @@ pub use config::{Config, defaults};
 pub use error::{Error, Result};
 pub use hub::{Event, Events};
 pub use id::ClientId;
+pub use presence::{MemberInfo, RoomSummary};
 pub use server::{Handle, Server};
 pub use session::close::Ending;
 

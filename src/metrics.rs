@@ -48,6 +48,20 @@ const STATUSES: [u16; 13] = [
 /// Close codes counted by number; any other is counted as `other`. 1005
 /// stands for a Close without a code, 1006 for a connection that dropped
 /// without one.
+/// Statuses the server API answers with, as labels.
+const API_STATUSES: [u16; 12] = [200, 204, 400, 401, 404, 405, 411, 413, 415, 500, 503, 504];
+
+/// The server API's routes, as labels (`other`: no route matched).
+pub(crate) const API_ROUTES: [&str; 7] = [
+    "publish",
+    "history",
+    "rooms",
+    "room",
+    "remove_client",
+    "remove_user",
+    "other",
+];
+
 const CODES: [u16; 12] = [
     1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1013,
 ];
@@ -144,6 +158,8 @@ pub(crate) struct Metrics {
     /// What permessage-deflate did, counted by `deflate` where it happens.
     pub(crate) deflate: Arc<deflate::Counts>,
     http_refused: Labelled<13>,
+    /// Per route of `API_ROUTES`, by status.
+    api_requests: [Labelled<12>; 7],
     handshakes_refused: Labelled<13>,
     closed_by_peer: Labelled<12>,
     closed_by_server: Labelled<12>,
@@ -163,6 +179,7 @@ impl Default for Metrics {
             rate_limited: AtomicU64::new(0),
             deflate: Arc::default(),
             http_refused: Labelled::new(STATUSES),
+            api_requests: std::array::from_fn(|_| Labelled::new(API_STATUSES)),
             handshakes_refused: Labelled::new(STATUSES),
             closed_by_peer: Labelled::new(CODES),
             closed_by_server: Labelled::new(CODES),
@@ -221,6 +238,13 @@ impl Metrics {
         if handshake {
             self.handshakes_refused.count(status);
         }
+    }
+
+    /// A server API request to `route` (one of `API_ROUTES`) answered
+    /// with `status`.
+    pub(crate) fn api_request(&self, route: &str, status: u16) {
+        let i = API_ROUTES.iter().position(|r| *r == route);
+        self.api_requests[i.unwrap_or(API_ROUTES.len() - 1)].count(status);
     }
 
     /// A connection ended with `code` (1005: no code, 1006: dropped).
@@ -391,6 +415,16 @@ static FAMILIES: &[Family] = &[
                 for (stage, n) in [("uncompressed", uncompressed), ("compressed", compressed)] {
                     o.labelled(&[("direction", direction), ("stage", stage)], load(n));
                 }
+            }
+        },
+    ),
+    (
+        "wshub_api_requests_total",
+        Counter,
+        "Server API requests (/api/), by route and status.",
+        |s, o| {
+            for (route, counts) in API_ROUTES.iter().zip(&s.m.api_requests) {
+                o.each(&[("route", route)], "status", counts);
             }
         },
     ),

@@ -1,6 +1,7 @@
 //! Who is in a room, as the server tells it: the presence notices a client
 //! that joined with `?presence=1` receives, and the JSON of `GET /rooms` and
-//! `GET /rooms/{room}`. Pure functions over what the hub passes in; the hub
+//! `GET /rooms/{room}` ([`RoomSummary`], [`MemberInfo`], which the host
+//! program gets too). Pure functions over what the hub passes in; the hub
 //! decides when they are sent.
 //!
 //! Notices are text messages `{"wshub":"presence","event":…}`: `snapshot`
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tungstenite::protocol::{Message, Role};
 
+use crate::id::ClientId;
 use crate::session::frame::Frame;
 
 /// A member as presence shows it.
@@ -47,51 +49,75 @@ pub(crate) fn snapshot<'a>(members: impl Iterator<Item = Present<'a>>) -> (Frame
     )
 }
 
-/// One room's line in `GET /rooms`.
-pub(crate) struct RoomSummary<'a> {
-    pub name: &'a str,
+/// A room as the server lists it ([`Handle::rooms`](crate::Handle::rooms),
+/// `GET /rooms`): a room with local clients or kept history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomSummary {
+    /// Its name (`""` is the lobby at `/ws`).
+    pub name: String,
+    /// Clients in it on this instance.
     pub clients: usize,
-    pub relayed: u64,
+    /// Messages relayed in it on this instance since it last had clients.
+    pub messages: u64,
+    /// Messages its history keeps.
     pub history: usize,
 }
 
+impl RoomSummary {
+    fn to_value(&self) -> serde_json::Value {
+        json!({"name": self.name, "clients": self.clients, "messages": self.messages, "history": self.history})
+    }
+}
+
+/// A client in a room, on this instance or (with Redis) another, as
+/// [`Handle::members`](crate::Handle::members) and `GET /rooms/{room}` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// Names the client on every instance: `{instance}:{number}`
+    /// (`DELETE /api/rooms/{room}/clients/{id}` takes it).
+    pub id: String,
+    /// The client, when it is on this instance.
+    pub client: Option<ClientId>,
+    /// The name it gave itself (`?name=`), or `guest-N`.
+    pub name: String,
+    /// Its token's subject, when it joined with a token.
+    pub sub: Option<String>,
+    /// When it joined, in milliseconds since the Unix epoch.
+    pub joined_ms: u64,
+}
+
+impl MemberInfo {
+    fn to_value(&self) -> serde_json::Value {
+        let mut v = json!({"id": self.id, "name": self.name, "joined_ms": self.joined_ms});
+        if let Some(sub) = &self.sub {
+            v["sub"] = json!(sub);
+        }
+        v
+    }
+}
+
 /// `GET /rooms`: every room with clients or history.
-pub(crate) fn rooms_json<'a>(rooms: impl Iterator<Item = RoomSummary<'a>>) -> String {
-    let rooms: Vec<serde_json::Value> = rooms
-        .map(|r| {
-            json!({"name": r.name, "clients": r.clients, "messages": r.relayed, "history": r.history})
-        })
-        .collect();
+pub(crate) fn rooms_json(rooms: &[RoomSummary]) -> String {
+    let rooms: Vec<serde_json::Value> = rooms.iter().map(RoomSummary::to_value).collect();
     json!({ "rooms": rooms }).to_string()
 }
 
 /// What `GET /rooms/{room}` shows.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomInfo {
-    pub name: String,
-    pub clients: usize,
-    pub relayed: u64,
-    pub history: usize,
-    /// Names and join times (milliseconds since the epoch).
-    pub members: Vec<(String, u64)>,
+    pub summary: RoomSummary,
+    pub members: Vec<MemberInfo>,
 }
 
 impl RoomInfo {
     /// The JSON answer.
     pub(crate) fn to_json(&self) -> String {
-        let members: Vec<serde_json::Value> = self
-            .members
-            .iter()
-            .map(|(name, joined_ms)| json!({"name": name, "joined_ms": joined_ms}))
-            .collect();
-        json!({
-            "name": self.name,
-            "clients": self.clients,
-            "messages": self.relayed,
-            "history": self.history,
-            "members": members,
-        })
-        .to_string()
+        let mut v = self.summary.to_value();
+        v["clients"] = json!(self.members.len().max(self.summary.clients));
+        v["members"] = self.members.iter().map(MemberInfo::to_value).collect();
+        v.to_string()
     }
 }
 

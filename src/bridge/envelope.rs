@@ -8,6 +8,9 @@ use tungstenite::protocol::Message;
 /// Prefix of every room's Redis channel.
 pub(crate) const CHANNEL_PREFIX: &str = "wshub:room:";
 
+/// The channel of requests between instances (remove a client, a user).
+pub(crate) const COMMANDS: &str = "wshub:commands";
+
 /// Messages waiting for the publisher; more are dropped (and counted).
 pub(crate) const PUBLISH_QUEUE: usize = 4096;
 

@@ -75,6 +75,10 @@ pub(crate) enum FromBridge {
     },
     /// Another instance stopped its heartbeat: its clients are gone.
     InstanceGone(Arc<str>),
+    /// Another instance asks to close one of our clients (1008, `reason`).
+    Remove { client: u64, reason: String },
+    /// Another instance asks to close every client of a token subject.
+    RemoveUser { sub: String, reason: String },
 }
 
 /// How the bridge hands things to the hub: `false` once the hub is gone.
@@ -95,6 +99,8 @@ pub(crate) enum Outgoing {
     },
     /// It left.
     Absent { room: Arc<str>, client: u64 },
+    /// A request for other instances, on the commands channel (JSON).
+    Command(String),
 }
 
 /// The hub's handle on the bridge. Dropping it stops the bridge's threads.
@@ -116,9 +122,9 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Who is in `room` on every live instance (names and join times);
-    /// `None` when Redis cannot be asked.
-    pub(crate) fn presence_of(&self, room: &str) -> Option<Vec<(String, u64)>> {
+    /// Who is in `room` on every live instance, oldest first; `None`
+    /// when Redis cannot be asked.
+    pub(crate) fn presence_of(&self, room: &str) -> Option<Vec<crate::presence::MemberInfo>> {
         #[cfg(feature = "redis")]
         return super::lookup::presence_of(&self.client, room);
         #[cfg(not(feature = "redis"))]
@@ -155,9 +161,20 @@ impl Bridge {
     }
 
     /// Records a local client in the room's shared presence.
-    pub(crate) fn present(&self, room: &Arc<str>, client: u64, name: &str, joined_ms: u64) {
+    pub(crate) fn present(
+        &self,
+        room: &Arc<str>,
+        client: u64,
+        name: &str,
+        sub: Option<&str>,
+        joined_ms: u64,
+    ) {
         if let Some(publish) = &self.publish {
-            let entry = serde_json::json!({ "name": name, "joined_ms": joined_ms }).to_string();
+            let mut entry = serde_json::json!({ "name": name, "joined_ms": joined_ms });
+            if let Some(sub) = sub {
+                entry["sub"] = serde_json::json!(sub);
+            }
+            let entry = entry.to_string();
             let _ = publish.try_send(Outgoing::Present {
                 room: room.clone(),
                 client,
@@ -173,6 +190,31 @@ impl Bridge {
                 room: room.clone(),
                 client,
             });
+        }
+    }
+
+    /// Asks the instance holding `key` (`{instance}:{client}`) to close
+    /// that client with 1008 `reason`.
+    pub(crate) fn remove(&self, key: &str, reason: &str) {
+        let command = serde_json::json!({"op": "remove", "id": key, "reason": reason});
+        self.command(command);
+    }
+
+    /// Asks every other instance to close the clients of `sub`.
+    pub(crate) fn remove_user(&self, sub: &str, reason: &str) {
+        let command = serde_json::json!({
+            "op": "remove_user", "sub": sub, "reason": reason, "from": &*self.instance,
+        });
+        self.command(command);
+    }
+
+    fn command(&self, command: serde_json::Value) {
+        if let Some(publish) = &self.publish
+            && publish
+                .try_send(Outgoing::Command(command.to_string()))
+                .is_err()
+        {
+            self.view.stats.drop_one("the publish queue is full");
         }
     }
 

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 
 use super::common::connect;
 use super::envelope::{instance_key, presence_key};
+use crate::presence::MemberInfo;
 
 /// Who is in `room` on every instance that is alive (its heartbeat key
-/// exists), as names and join times; `None` when Redis cannot be asked
+/// exists), oldest first; `None` when Redis cannot be asked
 /// (then the local answer stands). On the caller's thread, bounded by
 /// the connect and command timeouts.
-pub(crate) fn presence_of(client: &redis::Client, room: &str) -> Option<Vec<(String, u64)>> {
+pub(crate) fn presence_of(client: &redis::Client, room: &str) -> Option<Vec<MemberInfo>> {
     let mut c = connect(client).ok()?;
     let entries: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(presence_key(room))
@@ -47,10 +48,16 @@ pub(crate) fn presence_of(client: &redis::Client, room: &str) -> Option<Vec<(Str
                 .query::<i64>(&mut c);
             continue;
         }
-        if let (Some(name), Some(joined)) = (v["name"].as_str(), v["joined_ms"].as_u64()) {
-            out.push((name.to_string(), joined));
+        if let (Some(name), Some(joined_ms)) = (v["name"].as_str(), v["joined_ms"].as_u64()) {
+            out.push(MemberInfo {
+                id: field,
+                client: None,
+                name: name.to_string(),
+                sub: v["sub"].as_str().map(str::to_string),
+                joined_ms,
+            });
         }
     }
-    out.sort_by_key(|m| m.1);
+    out.sort_by_key(|m| m.joined_ms);
     Some(out)
 }

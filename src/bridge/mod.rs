@@ -63,6 +63,7 @@ pub(crate) fn start(
     _hub: ToHub,
     _memory: std::sync::Arc<crate::memory::Memory>,
     _history: crate::history::Bounds,
+    _instance: std::sync::Arc<str>,
 ) -> crate::Result<Bridge> {
     Err(crate::Error::Config(
         "this build has no Redis support (the `redis` cargo feature)".into(),

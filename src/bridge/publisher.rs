@@ -27,7 +27,7 @@ use redis::Value;
 use crate::history;
 
 use super::common::{Retry, connect, now_ms, set_up};
-use super::envelope::{PRESENCE_TTL, channel, instance_key, presence_key, stream};
+use super::envelope::{COMMANDS, PRESENCE_TTL, channel, instance_key, presence_key, stream};
 use super::handle::{Outgoing, Stats};
 
 /// Messages the publisher keeps while Redis is unreachable, to send
@@ -67,6 +67,9 @@ pub(super) struct Publisher {
     present: HashMap<Entry, String>,
     /// Entries removed while Redis was unreachable: removed there on reconnect.
     gone: Vec<Entry>,
+    /// Requests for other instances made while Redis was unreachable
+    /// (at most `BACKLOG`): sent on reconnect.
+    commands: VecDeque<String>,
     /// Whether a connection attempt was made yet (the first failure is
     /// logged as a warning, with its reason).
     tried: bool,
@@ -92,6 +95,7 @@ impl Publisher {
             backlog: VecDeque::new(),
             present: HashMap::new(),
             gone: Vec::new(),
+            commands: VecDeque::new(),
             tried: false,
         }
     }
@@ -213,6 +217,29 @@ impl Publisher {
                 }
                 self.present.remove(&(room, client));
             }
+            Outgoing::Command(command) => {
+                if self.commands.len() == BACKLOG {
+                    self.commands.pop_front();
+                }
+                self.commands.push_back(command);
+                self.send_commands();
+            }
+        }
+    }
+
+    /// Sends the waiting requests for other instances, while connected.
+    fn send_commands(&mut self) {
+        while let (Some(c), Some(command)) = (self.conn.as_mut(), self.commands.front()) {
+            let sent = redis::cmd("PUBLISH")
+                .arg(COMMANDS)
+                .arg(command)
+                .query::<i64>(c);
+            match sent {
+                Ok(_) => {
+                    self.commands.pop_front();
+                }
+                Err(e) => self.lost(&e),
+            }
         }
     }
 
@@ -227,6 +254,7 @@ impl Publisher {
                 self.retry.succeeded();
                 self.next_beat = Instant::now() + PRESENCE_TTL / 3;
                 set_up(&self.stats.publisher_up, true, "publisher", "");
+                self.send_commands();
             }
             Err(e) => {
                 if first {

@@ -17,7 +17,7 @@ use crate::history;
 use crate::memory::Memory;
 
 /// Checks `url` (and the CA file, for `rediss://`) and starts the
-/// bridge's threads. A URL or CA file that cannot work fails here; an
+/// bridge's threads for the server `instance`. A URL or CA file that cannot work fails here; an
 /// unreachable server, a wrong password or an untrusted certificate is
 /// logged and retried in the background.
 pub(crate) fn start(
@@ -26,9 +26,9 @@ pub(crate) fn start(
     hub: ToHub,
     memory: Arc<Memory>,
     history: history::Bounds,
+    instance: Arc<str>,
 ) -> crate::Result<Bridge> {
     let client = open(url, ca_file).map_err(crate::Error::Config)?;
-    let instance: Arc<str> = format!("{:016x}", crate::random::next_u64()).into();
     info!(
         "redis bridge: instance {instance}, Redis at {}",
         masked(url)

@@ -19,7 +19,7 @@ use crate::session::frame::Frame;
 
 use super::common::{EntryId, POLL, Retry, connect, parse_id, set_up, stream_entries};
 use super::envelope::{
-    CHANNEL_PREFIX, PRESENCE_TTL, channel, decode, instance_key, presence_key, stream,
+    CHANNEL_PREFIX, COMMANDS, PRESENCE_TTL, channel, decode, instance_key, presence_key, stream,
 };
 use super::handle::{Control, FromBridge, Rooms, Stats, ToHub};
 
@@ -133,6 +133,9 @@ impl Subscriber {
         if let Err(e) = pubsub.set_read_timeout(Some(POLL)) {
             return Ended::Lost(e.to_string());
         }
+        if let Err(e) = pubsub.subscribe(COMMANDS) {
+            return Ended::Lost(e.to_string());
+        }
         let rooms: Vec<Arc<str>> = self.rooms.iter().cloned().collect();
         for room in &rooms {
             if let Err(e) = pubsub.subscribe(channel(room)) {
@@ -203,6 +206,9 @@ impl Subscriber {
     /// change, or a chat message (skipped when its stream entry was seen
     /// already, by a catch-up). `false` when the hub is gone.
     fn on_message(&mut self, msg: &redis::Msg) -> bool {
+        if msg.get_channel_name() == COMMANDS {
+            return self.on_command(msg.get_payload_bytes());
+        }
         let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
             return true;
         };
@@ -224,6 +230,38 @@ impl Subscriber {
             self.last_seen.insert(room.clone(), id);
         }
         self.relay(room, &payload[newline + 1..])
+    }
+
+    /// A request of another instance: to close one of our clients, or a
+    /// subject's clients. `false` when the hub is gone.
+    fn on_command(&mut self, payload: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return true;
+        };
+        let reason = v["reason"].as_str().unwrap_or("removed").to_string();
+        let request = match v["op"].as_str() {
+            Some("remove") => {
+                let Some((instance, client)) = v["id"].as_str().and_then(|id| id.split_once(':'))
+                else {
+                    return true;
+                };
+                match client.parse() {
+                    Ok(client) if instance == &*self.instance => {
+                        FromBridge::Remove { client, reason }
+                    }
+                    _ => return true,
+                }
+            }
+            Some("remove_user") if v["from"].as_str() != Some(&*self.instance) => {
+                let Some(sub) = v["sub"].as_str() else {
+                    return true;
+                };
+                let sub = sub.to_string();
+                FromBridge::RemoveUser { sub, reason }
+            }
+            _ => return true,
+        };
+        (self.hub)(request)
     }
 
     /// Another instance's client joined or left a room: told to the

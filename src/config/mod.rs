@@ -59,6 +59,7 @@ pub struct Config {
     pub(crate) thread_stack_bytes: usize,
     pub(crate) max_threads: Option<usize>,
     pub(crate) api_key: Option<ApiKey>,
+    pub(crate) message_hook: Option<crate::hook::MessageHook>,
     pub(crate) history: usize,
     pub(crate) history_bytes: usize,
     pub(crate) history_age: Duration,
@@ -134,6 +135,7 @@ impl Default for Config {
             thread_stack_bytes: defaults::THREAD_STACK_BYTES,
             max_threads: None,
             api_key: None,
+            message_hook: None,
             event_queue: defaults::EVENT_QUEUE,
             drain_timeout: Duration::ZERO,
             history: defaults::HISTORY,
@@ -319,6 +321,32 @@ impl Config {
     /// `None`: every `/api/` path answers 404.
     pub fn api_key(mut self, value: impl Into<Option<String>>) -> Config {
         self.api_key = value.into().map(ApiKey);
+        self
+    }
+
+    /// A function called on each chat client's reader thread for every
+    /// text or binary message, before it goes to the room: it relays,
+    /// replaces, drops, answers the sender only, or closes the sender (see
+    /// [`hook`](crate::hook)). It may block; only its own client waits. A
+    /// panic in it closes that client with 1011. Default: none (every
+    /// message is relayed).
+    ///
+    /// ```
+    /// use wshub::hook::{Incoming, Verdict};
+    /// use wshub::ws::Message;
+    /// let config = wshub::Config::default().message_hook(|m: &Incoming<'_>| {
+    ///     match m.message.to_text() {
+    ///         Ok("/ping") => Verdict::Answer(Message::text("pong")),
+    ///         _ => Verdict::Relay,
+    ///     }
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn message_hook(
+        mut self,
+        hook: impl Fn(&crate::hook::Incoming<'_>) -> crate::hook::Verdict + Send + Sync + 'static,
+    ) -> Config {
+        self.message_hook = Some(crate::hook::MessageHook(std::sync::Arc::new(hook)));
         self
     }
 

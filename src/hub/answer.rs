@@ -14,41 +14,47 @@ use crate::presence;
 use crate::session::outbox::Burst;
 
 impl Hub {
-    fn summary<'a>(&'a self, room: &'a str) -> presence::RoomSummary<'a> {
+    fn summary(&self, room: &str) -> presence::RoomSummary {
         presence::RoomSummary {
-            name: room,
+            name: room.to_string(),
             clients: self.rooms.members(room).count(),
-            relayed: self.rooms.relayed(room),
+            messages: self.rooms.relayed(room),
             history: self.histories.held(room).0,
         }
+    }
+
+    /// `room`'s local members, oldest first (their `id` left empty).
+    fn member_infos(&self, room: &str) -> Vec<presence::MemberInfo> {
+        let mut members: Vec<presence::MemberInfo> = self
+            .rooms
+            .members(room)
+            .map(|m| {
+                let p = present(m);
+                presence::MemberInfo {
+                    id: String::new(),
+                    client: Some(m.id),
+                    name: p.name.to_string(),
+                    sub: m.join.sub.as_deref().map(str::to_string),
+                    joined_ms: presence::millis(p.joined),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.joined_ms);
+        members
     }
 
     pub(super) fn answer(&mut self, query: Query) {
         self.sweep();
         match query {
             Query::Rooms(reply) => {
-                let names = self.rooms.names();
-                let json = presence::rooms_json(names.into_iter().map(|r| self.summary(r)));
-                let _ = reply.send(json);
+                let rooms = self.rooms.names();
+                let _ = reply.send(rooms.into_iter().map(|r| self.summary(r)).collect());
             }
             Query::Room(room, reply) => {
                 let known = self.rooms.contains(&room) || self.histories.held(&room).0 > 0;
-                let info = known.then(|| {
-                    let summary = self.summary(&room);
-                    presence::RoomInfo {
-                        name: room.to_string(),
-                        clients: summary.clients,
-                        relayed: summary.relayed,
-                        history: summary.history,
-                        members: self
-                            .rooms
-                            .members(&room)
-                            .map(|m| {
-                                let p = present(m);
-                                (p.name.to_string(), presence::millis(p.joined))
-                            })
-                            .collect(),
-                    }
+                let info = known.then(|| presence::RoomInfo {
+                    summary: self.summary(&room),
+                    members: self.member_infos(&room),
                 });
                 let _ = reply.send(info);
             }

@@ -29,6 +29,8 @@ pub enum Event {
         room: Arc<str>,
         /// The peer's address.
         peer: SocketAddr,
+        /// Its token's subject (`sub`), when it joined with a token.
+        sub: Option<Arc<str>>,
     },
     /// A client left its room: closed, dropped, or evicted.
     Left {

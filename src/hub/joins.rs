@@ -87,9 +87,16 @@ impl Hub {
         self.rooms.insert(room.clone(), lane, member);
         if let Some(bridge) = &self.bridge {
             let joined = join.at.unwrap_or(UNIX_EPOCH);
-            bridge.present(&room, client.0, &join.name, presence::millis(joined));
+            let sub = join.sub.as_deref();
+            bridge.present(&room, client.0, &join.name, sub, presence::millis(joined));
         }
-        self.events.emit(|| Event::Joined { client, room, peer });
+        let sub = join.sub.clone();
+        self.events.emit(|| Event::Joined {
+            client,
+            room,
+            peer,
+            sub,
+        });
     }
 
     /// What a joiner gets before anything live: the history it asked for,

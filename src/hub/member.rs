@@ -32,6 +32,8 @@ pub(crate) struct Join {
     pub presence: bool,
     /// The name presence shows.
     pub name: Arc<str>,
+    /// Its token's subject, when it joined with a token.
+    pub sub: Option<Arc<str>>,
     pub at: Option<SystemTime>,
 }
 

@@ -85,6 +85,16 @@ impl Rooms {
         self.lanes.values().flatten().flat_map(|lane| lane.iter())
     }
 
+    /// The chat member `client`, wherever it is.
+    pub(super) fn member(&self, client: ClientId) -> Option<&Member> {
+        let (room, lane) = self.where_is.get(&client)?;
+        self.lanes
+            .get(room)?
+            .get(*lane)?
+            .iter()
+            .find(|m| m.id == client)
+    }
+
     /// The room `client` is in.
     pub(super) fn room_of(&self, client: ClientId) -> Option<&Arc<str>> {
         self.where_is.get(&client).map(|(room, _)| room)

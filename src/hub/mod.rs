@@ -28,6 +28,7 @@
 
 mod answer;
 mod budget;
+mod command;
 mod event;
 pub(crate) mod fanout;
 mod joins;
@@ -37,6 +38,7 @@ mod membership;
 mod tests;
 mod waiting;
 
+pub(crate) use command::Command;
 pub use event::{Event, Events};
 
 use std::sync::Arc;
@@ -70,7 +72,11 @@ pub(crate) enum HubMsg {
         room: Option<Arc<str>>,
         frame: Frame,
         message: Message,
+        /// Told how many local clients it was offered to.
+        reply: Option<Sender<usize>>,
     },
+    /// Something the host program asks of single clients.
+    Command(Command),
     /// What the Redis bridge brings from other instances.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Bridge(FromBridge),
@@ -82,9 +88,11 @@ pub(crate) enum HubMsg {
 
 /// Questions the hub answers on the channel they carry.
 pub(crate) enum Query {
-    /// `GET /rooms`.
-    Rooms(Sender<String>),
-    /// `GET /rooms/{room}`: `None` for a room with no clients and no history.
+    /// `GET /rooms`: every room with local clients or history.
+    Rooms(Sender<Vec<presence::RoomSummary>>),
+    /// `GET /rooms/{room}`, with its local members (their `id` left for
+    /// the server to fill in): `None` for a room with no clients and no
+    /// history.
     Room(Arc<str>, Sender<Option<presence::RoomInfo>>),
     /// A room's history, oldest first.
     History(Arc<str>, Sender<Vec<Message>>),
@@ -125,6 +133,8 @@ pub(super) struct Pending {
     message: Message,
     /// The instance it came from, for a message from another instance.
     remote: Option<Arc<str>>,
+    /// Told how many local clients it was offered to.
+    reply: Option<Sender<usize>>,
 }
 
 /// Runs the hub until `Shutdown` arrives or every sender is gone.
@@ -205,6 +215,7 @@ impl Hub {
                 room,
                 frame,
                 message,
+                reply,
             } => {
                 // No room: the sender left (or was evicted) before its
                 // message got here.
@@ -216,6 +227,7 @@ impl Hub {
                         frame,
                         message,
                         remote,
+                        reply,
                     });
                 }
             }
@@ -232,12 +244,20 @@ impl Hub {
                     frame,
                     message,
                     remote,
+                    reply: None,
                 });
             }
             HubMsg::Register(member) => self.after(burst).register(member),
             HubMsg::Unregister(id) => self.after(burst).unregister(id),
             HubMsg::Subscribe(tx) => self.after(burst).events.add(tx),
             HubMsg::Query(q) => self.after(burst).answer(q),
+            HubMsg::Command(c) => self.after(burst).command(c),
+            HubMsg::Bridge(FromBridge::Remove { client, reason }) => {
+                self.after(burst).remove_by_request(client, &reason)
+            }
+            HubMsg::Bridge(FromBridge::RemoveUser { sub, reason }) => {
+                self.after(burst).remove_user_by_request(&sub, &reason)
+            }
             HubMsg::Bridge(FromBridge::Backfill {
                 room,
                 entries,
@@ -338,6 +358,9 @@ impl Hub {
     fn record(&mut self, burst: &mut Vec<Pending>) {
         let (mut received, mut received_bytes) = (0, 0);
         for p in burst.drain(..) {
+            if let Some(reply) = p.reply {
+                let _ = reply.send(self.rooms.members(&p.room).count());
+            }
             if p.from.is_some() {
                 received += 1;
                 received_bytes += p.message.len();

@@ -89,6 +89,7 @@ impl TestHub {
             room,
             frame,
             message: msg,
+            reply: None,
         };
         self.inbox.send(broadcast).expect("hub");
     }

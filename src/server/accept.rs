@@ -123,6 +123,7 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
         wire: wire.clone(),
         id: ClientId(id),
         peer,
+        subject: None,
     };
     if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
         error!(client = id, peer:% = peer; "cannot start a thread for {peer}: {e}");

@@ -18,8 +18,8 @@ use super::shared::Shared;
 use crate::Config;
 use crate::auth::{Access, Grant};
 use crate::http::{self, HeadError, Rejection, Route};
-use crate::hub::Query;
 use crate::id::ClientId;
+use crate::presence;
 use crate::server::handshake;
 use crate::session::wire::Wire;
 
@@ -29,6 +29,8 @@ pub(super) struct Conn {
     pub(super) wire: Arc<Wire>,
     pub(super) id: ClientId,
     pub(super) peer: SocketAddr,
+    /// Once upgraded with a token: its subject.
+    pub(super) subject: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -107,6 +109,10 @@ impl Conn {
                     }
                     buf = rest;
                 }
+                Ok(Route::Api) => match self.serve_api(&request, rest) {
+                    Some(rest) => buf = rest,
+                    None => return,
+                },
                 Ok(Route::Rooms(room)) => {
                     if !self.serve_rooms(&request, room, head_only) {
                         return;
@@ -197,38 +203,15 @@ impl Conn {
         if !self.admin_allowed(request, room.as_deref(), head_only) {
             return false;
         }
+        let handle = super::Handle {
+            shared: self.shared.clone(),
+        };
         let answer = match room {
-            None => self.shared.ask(Query::Rooms).map(Some),
-            Some(room) => {
-                let name: Arc<str> = room.into();
-                let local = self.shared.ask(|tx| Query::Room(name.clone(), tx));
-                // With Redis, who is there spans the instances.
-                let everywhere = self
-                    .shared
-                    .bridge
-                    .get()
-                    .and_then(|bridge| bridge.presence_of(&name));
-                match (local, everywhere) {
-                    (None, _) => None,
-                    (Some(info), None) => Some(info.map(|i| i.to_json())),
-                    (Some(info), Some(members)) => {
-                        let mut info = info.unwrap_or_else(|| crate::presence::RoomInfo {
-                            name: name.to_string(),
-                            clients: 0,
-                            relayed: 0,
-                            history: 0,
-                            members: Vec::new(),
-                        });
-                        if members.is_empty() && info.clients == 0 && info.history == 0 {
-                            Some(None)
-                        } else {
-                            info.clients = members.len();
-                            info.members = members;
-                            Some(Some(info.to_json()))
-                        }
-                    }
-                }
-            }
+            None => handle.rooms().ok().map(|r| Some(presence::rooms_json(&r))),
+            Some(room) => handle
+                .room(&room)
+                .ok()
+                .map(|info| info.map(|i| i.to_json())),
         };
         let body = match answer {
             Some(Some(body)) => body,

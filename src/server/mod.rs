@@ -11,6 +11,8 @@
 //! * `accept` — the listener loop and what happens to each accepted socket;
 //! * `conn` — one connection's HTTP life: the keep-alive loop, static files,
 //!   refusals;
+//! * `api` — a server API request on its connection (key, body, answer;
+//!   the routes are `crate::api`'s, built on [`Handle`]);
 //! * `upgrade` — the WebSocket upgrade (gorilla's `serveWs`): handshake,
 //!   admission, registration with the hub, the session's two threads;
 //! * `budget` — counted threads, the client slots;
@@ -23,6 +25,7 @@
 //! wait for their threads.
 
 mod accept;
+mod api;
 pub(crate) mod assets;
 mod budget;
 mod conn;
@@ -226,7 +229,8 @@ fn start_bridge(
     let to_hub: crate::bridge::ToHub = Box::new(move |m| inbox.send(HubMsg::Bridge(m)).is_ok());
     let ca = shared.config.redis_ca_file.as_deref();
     let memory = shared.memory.clone();
-    let bridge = crate::bridge::start(&url.0, ca, to_hub, memory, history)?;
+    let instance = shared.instance.clone();
+    let bridge = crate::bridge::start(&url.0, ca, to_hub, memory, history, instance)?;
     let _ = shared.bridge.set(bridge.view().clone());
     Ok(Some(bridge))
 }

@@ -15,7 +15,10 @@ use crossbeam_channel::Sender;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role};
 
-use crate::hub::HubMsg;
+use log::error;
+
+use crate::hook::{Incoming, MessageHook, Verdict};
+use crate::hub::{Command, HubMsg};
 use crate::id::ClientId;
 use crate::memory::Memory;
 use crate::metrics::{Metrics, Side};
@@ -82,19 +85,68 @@ fn count_ending(metrics: &Metrics, ending: &Ending) {
     metrics.closed(side, code);
 }
 
-/// A chat client: each message, encoded once and charged to the memory
-/// budget, goes to the hub for its room.
+/// A chat client: each message, judged by the host's hook if there is
+/// one, then encoded once and charged to the memory budget, goes to the
+/// hub for its room.
 pub(super) struct Chat {
     pub(super) id: ClientId,
+    /// Its token's subject, for the hook.
+    pub(super) sub: Option<Arc<str>>,
+    pub(super) hook: Option<MessageHook>,
     pub(super) hub: Sender<HubMsg>,
     pub(super) memory: Arc<Memory>,
     pub(super) limit: RateLimit,
     pub(super) report: Report,
 }
 
+impl Chat {
+    /// What the hook makes of `message`: the message to relay, or none.
+    fn judge(&self, hook: &MessageHook, message: Message) -> Result<Option<Message>, Stop> {
+        let incoming = Incoming {
+            client: self.id,
+            room: self.report.room.as_deref().unwrap_or(""),
+            sub: self.sub.as_deref(),
+            message: &message,
+        };
+        let Some(verdict) = hook.judge(&incoming) else {
+            let (id, peer) = (self.id, self.report.peer);
+            error!(client = id.0, peer:% = peer; "{id} ({peer}): the message hook panicked; closing it with 1011");
+            return Err(Stop::Close(Close::HookFailed));
+        };
+        match verdict {
+            Verdict::Relay => Ok(Some(message)),
+            Verdict::Replace(replacement) => Ok(Some(replacement)),
+            Verdict::Drop => Ok(None),
+            Verdict::Answer(answer) => {
+                if let Some(frame) = Frame::data(Role::Server, &answer) {
+                    let frame = frame.charged(&self.memory);
+                    let client = self.id;
+                    let command = Command::SendTo {
+                        client,
+                        frame,
+                        reply: None,
+                    };
+                    self.hub
+                        .send(HubMsg::Command(command))
+                        .map_err(|_| Stop::Gone)?;
+                }
+                Ok(None)
+            }
+            Verdict::Close(code, reason) => Err(Stop::Close(Close::Hook(code, reason))),
+        }
+    }
+}
+
 impl Target for Chat {
     fn deliver(&mut self, message: Message) -> Result<(), Stop> {
         self.limit.check()?;
+        let message = match &self.hook {
+            Some(hook) => match self.judge(hook, message)? {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+            None => message,
+        };
         let Some(frame) = Frame::data(Role::Server, &message) else {
             return Ok(());
         };
@@ -104,6 +156,7 @@ impl Target for Chat {
             room: None,
             frame: frame.charged(&self.memory),
             message,
+            reply: None,
         };
         self.hub.send(broadcast).map_err(|_| Stop::Gone)
     }

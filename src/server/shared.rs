@@ -26,6 +26,9 @@ use crate::server::handshake::Policy;
 use crate::session::outbox::Bound;
 use crate::session::wire::Wire;
 
+/// How long a question to the hub may wait for its answer.
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(super) struct Shared {
     pub(super) config: Config,
     pub(super) local_addr: SocketAddr,
@@ -46,6 +49,9 @@ pub(super) struct Shared {
     /// while the drain timeout runs.
     pub(super) draining: AtomicBool,
     pub(super) next_id: AtomicU64,
+    /// This server's id among instances (random): a client's id on every
+    /// instance is `{instance}:{number}`.
+    pub(super) instance: Arc<str>,
     /// Most connection threads this process can start (see `limits::thread_budget`).
     pub(super) thread_budget: usize,
     /// Open WebSocket connections, for `max_clients`.
@@ -108,6 +114,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            instance: format!("{:016x}", crate::random::next_u64()).into(),
             thread_budget: super::limits::thread_budget(),
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),
@@ -180,7 +187,7 @@ impl Shared {
     ) -> Option<T> {
         let (tx, rx) = bounded(1);
         self.hub.send(HubMsg::Query(query(tx))).ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()
+        rx.recv_timeout(ANSWER_TIMEOUT).ok()
     }
 
     /// Waits until no connection thread is left, or `timeout` passes.

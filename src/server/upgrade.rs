@@ -47,7 +47,7 @@ impl Conn {
     /// Completes the handshake and starts the client's two threads.
     /// `room: None` is the echo endpoint.
     pub(super) fn upgrade(
-        self,
+        mut self,
         request: Request<()>,
         room: Option<Arc<str>>,
         rest: Vec<u8>,
@@ -59,6 +59,7 @@ impl Conn {
         };
         // Headers are done with; what follows lives as long as the client.
         drop(request);
+        self.subject = accepted.grant.subject.as_deref().map(Into::into);
         let admission = match self.admit(room.is_none()) {
             Ok(admission) => admission,
             Err(rejection) => return self.refuse_upgrade(&rejection),
@@ -111,7 +112,10 @@ impl Conn {
                 Some(agreement)
             });
         let join = match room {
-            Some(_) => join_of(request, self.id)?,
+            Some(_) => Join {
+                sub: grant.subject.as_deref().map(Into::into),
+                ..join_of(request, self.id)?
+            },
             None => Join::default(),
         };
         Ok(Accepted {
@@ -299,6 +303,8 @@ impl Conn {
         let (report, limit) = self.report(room);
         Chat {
             id: self.id,
+            sub: self.subject.clone(),
+            hook: self.config().message_hook.clone(),
             hub: self.shared.hub.clone(),
             memory: self.shared.memory.clone(),
             limit,

@@ -42,6 +42,22 @@ pub(crate) enum Close {
     Protocol(String),
     /// 1011: an error of the server's own.
     Internal(String),
+    /// 1008: removed by the host program or the server API, with its reason.
+    Removed(String),
+    /// The host's message hook closed the client with this code and reason.
+    Hook(CloseCode, String),
+    /// 1011: the host's message hook panicked.
+    HookFailed,
+}
+
+/// The longest prefix of `reason`, at a character boundary, that fits a
+/// Close frame (123 bytes).
+fn fit_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 impl Close {
@@ -54,7 +70,10 @@ impl Close {
             | Close::RateLimit
             | Close::QueueFull
             | Close::MemoryBudget
-            | Close::MessageTimeout => CloseCode::Policy,
+            | Close::MessageTimeout
+            | Close::Removed(_) => CloseCode::Policy,
+            Close::Hook(code, _) => *code,
+            Close::HookFailed => CloseCode::Error,
             Close::TooBig(_) => CloseCode::Size,
             Close::InvalidData(_) => CloseCode::Invalid,
             Close::Protocol(_) => CloseCode::Protocol,
@@ -74,6 +93,8 @@ impl Close {
             Close::QueueFull => "send queue full",
             Close::MemoryBudget => "send queue over the memory budget",
             Close::MessageTimeout => "message timeout",
+            Close::HookFailed => "message hook failed",
+            Close::Removed(why) | Close::Hook(_, why) => fit_reason(why),
             Close::OverBudget(why)
             | Close::TooBig(why)
             | Close::InvalidData(why)
@@ -130,6 +151,15 @@ impl Close {
                 Close::TokenExpired,
                 "a client whose token's `exp` has passed",
             ),
+            (
+                Close::Removed("removed".into()),
+                "a client removed by the host program or the server API (the reason is the caller's)",
+            ),
+            (
+                Close::Hook(CloseCode::Policy, "the hook's reason".into()),
+                "the host's message hook closed the sender (with the code it chose)",
+            ),
+            (Close::HookFailed, "the host's message hook panicked"),
             (Close::PingTimeout, "a client silent for `--pong-timeout`"),
             (
                 Close::ShuttingDown,
