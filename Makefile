@@ -12,13 +12,14 @@ run:
 build:
 	$(CARGO) build --release
 
-## Every test: unit, loopback integration, doc tests, the example. Tests that
+## Every test: unit, loopback integration, doc tests, the examples. Tests that
 ## need a program not on PATH (redis-server, nginx, openssl, systemd-analyze)
 ## skip, and the last lines say which (under CI=true they fail instead).
 SKIPPED = $(or $(CARGO_TARGET_DIR),target)/tmp/skipped
 test:
 	rm -rf "$(SKIPPED)"
 	$(CARGO) run --quiet --example embed
+	$(CARGO) run --quiet --example moderator
 	$(CARGO) test --all-targets && $(CARGO) test --doc; \
 	  status=$$?; bash scripts/skipped.sh "$(SKIPPED)"; exit $$status
 

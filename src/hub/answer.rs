@@ -39,7 +39,7 @@ impl Hub {
                 }
             })
             .collect();
-        members.sort_by_key(|m| m.joined_ms);
+        members.sort_by_key(|m| (m.joined_ms, m.client));
         members
     }
 
