@@ -15,11 +15,14 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use wshub::auth::{Secret, mint_token};
 use wshub::hook::{Incoming, Verdict};
 
+/// What the hook saw: room, text, subject.
+type Seen = (String, String, Option<String>);
+
 const SECRET: &[u8] = b"a secret for the hook tests, 32+ bytes";
 
 #[test]
 fn the_hooks_five_verdicts_relay_replace_drop_answer_and_close() {
-    let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let log = seen.clone();
     let server = start(config().auth_secret(Secret::new(SECRET)).message_hook(
         move |m: &Incoming<'_>| {
