@@ -82,12 +82,6 @@ impl Conn {
             let head_only = request.method() == Method::HEAD;
             match http::route(&request) {
                 Err(rejection) => return self.refuse(&rejection, head_only),
-                Ok(Route::File(path)) => {
-                    if !self.serve_file(&request, &path, head_only) {
-                        return;
-                    }
-                    buf = rest;
-                }
                 // The head buffer is not needed for the connection's life.
                 Ok(Route::Hub(room)) => {
                     drop(buf);
@@ -97,29 +91,29 @@ impl Conn {
                     drop(buf);
                     return self.upgrade(request, None, rest, registered);
                 }
-                Ok(Route::Health) => {
-                    if !self.serve_health(&request, head_only) {
-                        return;
-                    }
-                    buf = rest;
-                }
-                Ok(Route::Metrics) => {
-                    if !self.serve_metrics(&request, head_only) {
-                        return;
-                    }
-                    buf = rest;
-                }
                 Ok(Route::Api) => match self.serve_api(&request, rest) {
                     Some(rest) => buf = rest,
                     None => return,
                 },
-                Ok(Route::Rooms(room)) => {
-                    if !self.serve_rooms(&request, room, head_only) {
+                Ok(route) => {
+                    if !self.answer(route, &request, head_only) {
                         return;
                     }
                     buf = rest;
                 }
             }
+        }
+    }
+
+    /// Answers a plain HTTP request (no upgrade, no body); whether the
+    /// connection stays open.
+    fn answer(&self, route: Route, request: &Request<()>, head_only: bool) -> bool {
+        match route {
+            Route::File(path) => self.serve_file(request, &path, head_only),
+            Route::Health => self.serve_health(request, head_only),
+            Route::Metrics => self.serve_metrics(request, head_only),
+            Route::Rooms(room) => self.serve_rooms(request, room, head_only),
+            Route::Hub(_) | Route::Echo | Route::Api => false,
         }
     }
 
