@@ -90,3 +90,9 @@ pub mod ws {
 pub mod fuzzing {
     pub use crate::http::{Rejection, Route, parse_head, route};
 }
+
+/// The README's Rust examples, compiled (and run, unless marked
+/// `no_run`) by `cargo test --doc`, so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
