@@ -94,12 +94,8 @@ fn a_hook_that_blocks_holds_up_only_its_own_client() {
         }
         Verdict::Relay
     }));
-    let addr = server.local_addr();
-    let events = server.events();
-    let mut slow = ws(addr, "/ws/one");
-    let mut talker = ws(addr, "/ws/one");
-    let mut listener = ws(addr, "/ws/one");
-    joined(&events, 3);
+    let [mut slow, mut talker, mut listener] =
+        clients(&server, "/ws/one", 3).try_into().expect("three");
 
     slow.send(Message::text("slow")).unwrap();
     entered.recv_timeout(STEP).expect("the hook is called");
@@ -127,12 +123,8 @@ fn a_hook_that_panics_closes_only_its_client_with_1011() {
         }
         Verdict::Relay
     }));
-    let addr = server.local_addr();
-    let events = server.events();
-    let mut victim = ws(addr, "/ws/p");
-    let mut other = ws(addr, "/ws/p");
-    let mut listener = ws(addr, "/ws/p");
-    joined(&events, 3);
+    let [mut victim, mut other, mut listener] =
+        clients(&server, "/ws/p", 3).try_into().expect("three");
 
     victim.send(Message::text("boom")).unwrap();
     assert_eq!(close_code(&mut victim), Some(CloseCode::Error));

@@ -18,6 +18,14 @@ fn token(sub: &str) -> String {
     mint_token(&Secret::new(SECRET), sub, None, Duration::from_secs(600)).unwrap()
 }
 
+/// A first client of room `r` and its id, then `others` more clients.
+fn room_with_first(server: &wshub::Server, others: usize) -> (Ws, wshub::ClientId, Vec<Ws>) {
+    let events = server.events();
+    let first = ws(server.local_addr(), "/ws/r");
+    let id = joins(&events, 1)[0].0;
+    (first, id, clients(server, "/ws/r", others))
+}
+
 /// The client ids of the next `n` joins, with their subjects.
 fn joins(events: &wshub::Events, n: usize) -> Vec<(wshub::ClientId, Option<String>)> {
     let mut out = Vec::new();
@@ -32,12 +40,8 @@ fn joins(events: &wshub::Events, n: usize) -> Vec<(wshub::ClientId, Option<Strin
 #[test]
 fn send_to_reaches_one_client_in_order_with_its_room() {
     let server = start(config());
-    let addr = server.local_addr();
-    let events = server.events();
-    let mut ana = ws(addr, "/ws/r");
-    let a = joins(&events, 1)[0].0;
-    let mut ben = ws(addr, "/ws/r");
-    joins(&events, 1);
+    let (mut ana, a, others) = room_with_first(&server, 1);
+    let [mut ben] = others.try_into().expect("one");
     let handle = server.handle();
 
     handle.broadcast("r", Message::text("to all 1")).unwrap();
@@ -57,13 +61,8 @@ fn send_to_reaches_one_client_in_order_with_its_room() {
 #[test]
 fn disconnect_closes_one_client_with_the_hosts_code() {
     let server = start(config());
-    let addr = server.local_addr();
-    let events = server.events();
-    let mut ana = ws(addr, "/ws/r");
-    let a = joins(&events, 1)[0].0;
-    let mut ben = ws(addr, "/ws/r");
-    let mut cy = ws(addr, "/ws/r");
-    joins(&events, 2);
+    let (mut ana, a, others) = room_with_first(&server, 2);
+    let [mut ben, mut cy] = others.try_into().expect("two");
 
     let closed = server
         .handle()

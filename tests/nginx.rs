@@ -33,49 +33,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(command: &mut Command) {
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a certificate it signed for `localhost` and 127.0.0.1.
-fn certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509"])
-        .args(ec)
-        .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"])
-        .args(["-subj", "/CN=wshub test CA"]));
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .arg("req")
-        .args(ec)
-        .args(["-keyout", "server.key", "-out", "server.csr"])
-        .args(["-subj", "/CN=localhost"]));
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem"])
-        .args(["-CAkey", "ca.key", "-CAcreateserial", "-days", "2"])
-        .args(["-extfile", "server.ext", "-out", "server.pem"]));
-}
-
 /// deploy/nginx.conf with this run's ports, name and certificate, inside
 /// a minimal nginx.conf whose every path is under `dir`.
 fn nginx_conf(dir: &Path, upstream: [SocketAddr; 2], http: u16, https: u16) -> PathBuf {
@@ -216,7 +173,7 @@ fn chat_echo_page_origin_and_metrics_work_through_nginx_with_tls() {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir);
+    common::tls::certs(&dir, "");
 
     let instances: Vec<Served> = (0..2)
         .map(|_| serve_process(&["--redis", &redis.url()], &[]))

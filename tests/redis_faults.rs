@@ -223,13 +223,14 @@ fn a_redis_that_comes_up_after_the_instances_carries_a_talking_room_within_the_b
             first.saturating_duration_since(up)
         );
         // Nothing said once the bridges were up is missing.
-        let tail: Vec<usize> = heard
-            .iter()
-            .map(|h| h.0)
-            .filter(|&i| i >= sent_at_up)
-            .collect();
-        assert_eq!(tail, (sent_at_up..sent).collect::<Vec<_>>(), "{what}");
+        no_gap_after(&heard, sent_at_up, sent, what);
     }
+}
+
+/// Every message numbered from `from` to `sent` was heard, once, in order.
+fn no_gap_after(heard: &[(usize, Instant)], from: usize, sent: usize, what: &str) {
+    let tail: Vec<usize> = heard.iter().map(|h| h.0).filter(|&i| i >= from).collect();
+    assert_eq!(tail, (from..sent).collect::<Vec<_>>(), "{what}");
 }
 
 #[test]
@@ -261,12 +262,7 @@ fn a_flapping_redis_duplicates_nothing_keeps_each_senders_order_and_ends_reconne
     for (side, (heard, sent)) in pair.finish().into_iter().enumerate() {
         let what = ["B hearing A", "A hearing B"][side];
         in_order(&heard, what);
-        let tail: Vec<usize> = heard
-            .iter()
-            .map(|h| h.0)
-            .filter(|&i| i >= sent_at_up)
-            .collect();
-        assert_eq!(tail, (sent_at_up..sent).collect::<Vec<_>>(), "{what}");
+        no_gap_after(&heard, sent_at_up, sent, what);
     }
 }
 

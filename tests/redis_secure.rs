@@ -128,9 +128,9 @@ fn refused_and_retried(url: &str, extra: &[&str], why: &[&str]) {
     no_password(&seen, served.addr);
 }
 
-#[test]
-fn a_password_protected_redis_carries_chat_and_a_wrong_password_is_logged_once_masked() {
-    let setup = Setup {
+/// A Redis that requires `ADMIN_PASSWORD` (and its CLI, which gives it).
+fn with_password() -> Setup {
+    Setup {
         args: vec!["--requirepass".into(), ADMIN_PASSWORD.into()],
         cli_auth: vec![
             "-a".into(),
@@ -138,8 +138,12 @@ fn a_password_protected_redis_carries_chat_and_a_wrong_password_is_logged_once_m
             "--no-auth-warning".into(),
         ],
         ..Setup::default()
-    };
-    let Some(redis) = Redis::start_with(setup) else {
+    }
+}
+
+#[test]
+fn a_password_protected_redis_carries_chat_and_a_wrong_password_is_logged_once_masked() {
+    let Some(redis) = Redis::start_with(with_password()) else {
         return;
     };
     let log = chat_crosses(&redis, &redis.url_as("", ADMIN_PASSWORD), &[]);
@@ -156,16 +160,7 @@ fn a_password_protected_redis_carries_chat_and_a_wrong_password_is_logged_once_m
 
 #[test]
 fn an_acl_user_carries_chat_and_a_wrong_one_is_refused_and_retried() {
-    let setup = Setup {
-        args: vec!["--requirepass".into(), ADMIN_PASSWORD.into()],
-        cli_auth: vec![
-            "-a".into(),
-            ADMIN_PASSWORD.into(),
-            "--no-auth-warning".into(),
-        ],
-        ..Setup::default()
-    };
-    let Some(redis) = Redis::start_with(setup) else {
+    let Some(redis) = Redis::start_with(with_password()) else {
         return;
     };
     // A user allowed wshub's keys and channels, and nothing else.

@@ -257,6 +257,14 @@ pub fn joined(events: &wshub::Events, n: usize) {
     }
 }
 
+/// `n` clients of `path`, once the hub has seen them all join.
+pub fn clients(server: &Server, path: &str, n: usize) -> Vec<Ws> {
+    let events = server.events();
+    let clients = (0..n).map(|_| ws(server.local_addr(), path)).collect();
+    joined(&events, n);
+    clients
+}
+
 /// A `wshub serve` process on a free loopback port, once it listens.
 pub struct Served {
     pub process: Proc,
