@@ -1,10 +1,12 @@
 //! The listener loop, and what happens to each accepted socket before its
 //! own thread takes over: `TCP_NODELAY`, the write timeout, registration
-//! for forced shutdown, and a 503 when no thread can be had.
+//! for forced shutdown, and a 503 when no thread can be had (counted, and
+//! logged once a second with the others refused: `Shared::refused`).
 //!
-//! May touch: the listener, the accepted socket, `Shared`'s registry.
+//! May touch: the listener, the accepted socket, `Shared`'s registry and
+//! refusal count, the metrics (a refused request).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -126,15 +128,20 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
         subject: None,
     };
     if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
-        error!(client = id, peer:% = peer; "cannot start a thread for {peer}: {e}");
-        let body = b"server overloaded\n";
+        // At the ceiling: a 503 for each, a log line a second for all.
+        debug!(client = id, peer:% = peer; "no thread for {peer}: {e}");
+        shared.metrics.http_refused(503, false);
+        shared.refused(&format!("no thread for a new connection: {e}"));
         let _ = http::respond(
             wire.stream(),
             StatusCode::SERVICE_UNAVAILABLE,
             &[("Retry-After", "5")],
-            body,
+            b"server overloaded\n",
             false,
             false,
         );
+        // The response before the end: the request is never read, and a
+        // close with unread bytes sends a reset.
+        wire.shutdown(Shutdown::Write);
     }
 }

@@ -1,40 +1,65 @@
 //! Thread and slot accounting: every connection thread is counted (so
 //! shutdown can wait for them and the process stays inside its thread
-//! budget), every open WebSocket holds a client slot (`max_clients`), and
-//! every socket stays registered for forced shutdown while a thread of it
-//! runs. Each is a guard whose `Drop` gives back what it took.
+//! budget), every open WebSocket holds a client slot (`max_clients`) and,
+//! from its admission on, the thread its writer will run on, and every
+//! socket stays registered for forced shutdown while a thread of it runs.
+//! Each is a guard whose `Drop` gives back what it took. Refusals at the
+//! ceiling are counted here and logged once a second (`limits::Refusals`).
 //!
-//! May touch: `Shared`'s counters and its `live` registry; nothing else.
+//! May touch: `Shared`'s counters and its `live` registry, and the log;
+//! nothing else.
 
+use std::cell::Cell;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
+use std::time::{Duration, Instant};
 
+use super::limits::{Budget, HTTP_SLACK};
 use super::shared::Shared;
 use crate::session::Spawn;
 
 impl Shared {
-    /// Spawns a counted connection thread.
+    /// Spawns a counted connection thread, if the budget has room.
     pub(super) fn spawn(
         self: &Arc<Self>,
         name: String,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<()> {
-        {
-            let mut live = self.lock();
-            // Past the budget the kernel refuses the thread's mappings, and
-            // Rust's thread start-up aborts the process: refuse first.
-            if live.threads >= self.thread_budget {
-                return Err(io::Error::other(format!(
-                    "thread budget of {} exhausted (see vm.max_map_count)",
-                    self.thread_budget
-                )));
-            }
-            live.threads += 1;
+        let guard = self.reserve(0).ok_or_else(|| self.exhausted())?;
+        self.start(guard, name, body)
+    }
+
+    /// One more counted thread, unless the budget would then have fewer
+    /// than `spare` left. Past the budget the kernel refuses a thread's
+    /// mappings, and Rust's thread start-up aborts the process: the
+    /// server refuses first.
+    fn reserve(self: &Arc<Self>, spare: usize) -> Option<ThreadGuard> {
+        let mut live = self.lock();
+        if live.threads + 1 + spare > self.thread_budget.budget.threads {
+            return None;
         }
-        let guard = ThreadGuard(self.clone());
+        live.threads += 1;
+        Some(ThreadGuard(self.clone()))
+    }
+
+    fn exhausted(&self) -> io::Error {
+        let budget = self.thread_budget.budget;
+        io::Error::other(format!(
+            "thread budget of {} exhausted (limited by {} = {})",
+            budget.threads, budget.limit, budget.value
+        ))
+    }
+
+    /// Starts the thread `guard` counts.
+    fn start(
+        &self,
+        guard: ThreadGuard,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
         thread::Builder::new()
             .name(name)
             .stack_size(self.config.thread_stack_bytes)
@@ -45,9 +70,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes a WebSocket slot for a client at `ip`, or says which limit
-    /// is reached; `echo` for a connection to `/echo` (counted apart for
-    /// `/metrics`).
+    /// Takes a WebSocket slot for a client at `ip`, with the thread its
+    /// writer will need, or says which limit is reached; `echo` for a
+    /// connection to `/echo` (counted apart for `/metrics`).
     pub(super) fn admit(self: &Arc<Self>, echo: bool, ip: IpAddr) -> Result<Admission, Full> {
         if let Some(max) = self.config.max_connections_per_ip {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,22 +82,66 @@ impl Shared {
             }
             *held += 1;
         }
-        let admission = Admission {
+        let mut admission = Admission {
             shared: self.clone(),
             echo,
             ip,
+            writer: None,
         };
         let before = self.clients.fetch_add(1, Ordering::AcqRel);
         if echo {
             self.echo_clients.fetch_add(1, Ordering::AcqRel);
         }
-        // The writer needs one more thread; keep room for a few HTTP requests.
-        let threads_full = self.lock().threads + 8 > self.thread_budget;
-        if threads_full || self.config.max_clients.is_some_and(|max| before >= max) {
-            // Dropping the admission gives everything back.
-            return Err(Full::Clients(self.config.max_clients));
+        // Dropping the admission gives everything back.
+        if let Some(max) = self.config.max_clients.filter(|max| before >= *max) {
+            return Err(Full::Clients(max));
         }
+        // The writer's thread, with room left for a few HTTP requests.
+        admission.writer = Some(
+            self.reserve(HTTP_SLACK)
+                .ok_or(Full::Threads(self.thread_budget.budget))?,
+        );
         Ok(admission)
+    }
+
+    /// Counts a refusal at the ceiling, for `reason`. The log gets one
+    /// line a second with the count: the refusal that opens a second
+    /// starts a thread that writes the line when the second is over (or
+    /// at shutdown). That thread is counted (shutdown waits for it) but
+    /// not refused by the budget, which keeps room below every limit for
+    /// the server's own threads; at most one runs at a time.
+    pub(super) fn refused(self: &Arc<Self>, reason: &str) {
+        if !self.thread_budget.refusals.count(reason) {
+            return;
+        }
+        self.lock().threads += 1;
+        let guard = ThreadGuard(self.clone());
+        let shared = self.clone();
+        let started = self.start(guard, "wshub-refusals".into(), move || {
+            shared.wait_unless_stopping(Duration::from_secs(1));
+            shared.thread_budget.refusals.log();
+        });
+        if started.is_err() {
+            self.thread_budget.refusals.log();
+        }
+    }
+
+    /// Waits for `timeout`, or until shutdown begins (seen when a thread
+    /// ends, which every shutdown makes happen).
+    fn wait_unless_stopping(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut live = self.lock();
+        while !self.stopping.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            live = self
+                .changed
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -87,17 +156,31 @@ impl Drop for ThreadGuard {
     }
 }
 
-/// Holds one of the `max_clients` slots while a WebSocket connection lives.
+/// Holds one of the `max_clients` slots while a WebSocket connection
+/// lives, and until its writer starts, that writer's thread.
 pub(super) struct Admission {
     shared: Arc<Shared>,
     echo: bool,
     ip: IpAddr,
+    writer: Option<ThreadGuard>,
+}
+
+impl Admission {
+    /// What starts the client's writer on the thread reserved for it.
+    pub(super) fn writer_thread(&mut self) -> WriterThread {
+        WriterThread {
+            shared: self.shared.clone(),
+            reserved: Cell::new(self.writer.take()),
+        }
+    }
 }
 
 /// Which limit an upgrade ran into.
 pub(super) enum Full {
-    /// `max_clients` (or the thread budget, with `None` or below it).
-    Clients(Option<usize>),
+    /// `max_clients`.
+    Clients(usize),
+    /// The thread budget (no thread left for the client's writer).
+    Threads(Budget),
     /// `max_connections_per_ip`.
     PerIp(usize),
 }
@@ -133,9 +216,22 @@ impl Drop for Registered {
     }
 }
 
-/// The server's threads for a session: counted like every connection thread.
-impl Spawn for Arc<Shared> {
+/// Starts a server session's writer on the thread its admission reserved
+/// (so the budget cannot refuse it after the 101; only the kernel can).
+pub(super) struct WriterThread {
+    shared: Arc<Shared>,
+    reserved: Cell<Option<ThreadGuard>>,
+}
+
+impl Spawn for WriterThread {
     fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> io::Result<()> {
-        Shared::spawn(self, name, body)
+        let guard = match self.reserved.take() {
+            Some(guard) => guard,
+            None => self
+                .shared
+                .reserve(0)
+                .ok_or_else(|| self.shared.exhausted())?,
+        };
+        self.shared.start(guard, name, body)
     }
 }

@@ -1,11 +1,15 @@
 //! The server: [`Server`] and its [`Handle`], the state every connection
 //! thread shares, and shutdown.
 //!
-//! Threads: one acceptor, one hub, and per connection one thread that reads
-//! HTTP request heads; an upgrade starts the client's reader and writer
-//! (`session`) and that thread ends. Every thread is counted so that
-//! [`Server::shutdown`] can wait for all of them, and every socket is
-//! registered so that shutdown can force the stragglers awake.
+//! Threads: one acceptor per listener, one hub and its fan-out lanes, and
+//! per connection one thread that reads HTTP request heads; an upgrade
+//! starts the client's writer (`session`) and that thread goes on as the
+//! client's reader, so a WebSocket client has two threads and a session
+//! starts one. Every connection thread is counted, against a budget taken
+//! from every limit that can refuse a thread (`limits`), so that
+//! [`Server::shutdown`] can wait for all of them and an upgrade past the
+//! budget gets 503 instead of a thread the kernel would refuse; every
+//! socket is registered so that shutdown can force the stragglers awake.
 //!
 //! The parts, each in its own file:
 //! * `accept` — the listener loop and what happens to each accepted socket;
@@ -14,9 +18,12 @@
 //! * `api` — a server API request on its connection (key, body, answer;
 //!   the routes are `crate::api`'s, built on [`Handle`]);
 //! * `upgrade` — the WebSocket upgrade (gorilla's `serveWs`): handshake,
-//!   admission, registration with the hub, the session's two threads;
-//! * `budget` — counted threads, the client slots;
-//! * `limits` — the thread budget the kernel and the process's limits allow.
+//!   admission, registration with the hub, the session's writer, and the
+//!   connection's thread going on as its reader;
+//! * `budget` — counted threads, the client slots (each with its writer's
+//!   thread), refusals at the ceiling;
+//! * `limits` — the thread budget every limit of the kernel and the
+//!   process allows, and the once-a-second log of refusals.
 //!
 //! Shutdown: stop accepting (the acceptor is woken by a connection to
 //! itself, tiny_http's trick), tell the hub, which asks every client to close

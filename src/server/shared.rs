@@ -53,7 +53,7 @@ pub(super) struct Shared {
     /// instance is `{instance}:{number}`.
     pub(super) instance: Arc<str>,
     /// Most connection threads this process can start (see `limits::thread_budget`).
-    pub(super) thread_budget: usize,
+    pub(super) thread_budget: super::limits::Ceiling,
     /// Open WebSocket connections, for `max_clients`.
     pub(super) clients: AtomicUsize,
     /// Of those, the ones on `/echo`.
@@ -94,6 +94,7 @@ impl Shared {
             "memory budget {} MiB for buffered messages (--max-buffered-bytes)",
             config.max_buffered_bytes >> 20
         );
+        let thread_budget = super::limits::thread_budget(&config);
         Ok(Shared {
             policy: Policy {
                 allowed_origins: config.allowed_origins.clone(),
@@ -115,7 +116,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             instance: format!("{:016x}", crate::random::next_u64()).into(),
-            thread_budget: super::limits::thread_budget(),
+            thread_budget,
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),
             metrics: Arc::new(Metrics::default()),

@@ -1,12 +1,9 @@
 //! The WebSocket upgrade of one connection (gorilla's `serveWs`): check
-//! the handshake, take a client slot, write the 101, register with the hub,
-//! and start the session's reader and writer, with the client's target
-//! (`relay`: the hub, or echo). The connection's HTTP thread
-//! ends here: the HTTP and handshake code runs deeper than the read loop,
-//! and a stack page once touched stays resident for a thread's life, so
-//! on this thread an idle client's reader would hold three pages where a
-//! fresh one holds two (4 KiB more per client; glibc returns a finished
-//! thread's stack pages).
+//! the handshake, take a client slot (and the thread its writer will run
+//! on), write the 101, register with the hub, start the session's writer
+//! and go on, on this same thread, as the session's reader, with the
+//! client's target (`relay`: the hub, or echo). So an upgrade starts one
+//! thread, not two; the request head is dropped before the session runs.
 //!
 //! May touch: this connection's socket, the hub's inbox, `Shared`'s
 //! accounting (through `budget`'s guards).
@@ -15,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error, info};
+use log::{debug, info};
 use tungstenite::http::{HeaderValue, Request, Response, StatusCode, header};
 use tungstenite::protocol::{Role, WebSocketContext};
 
@@ -33,19 +30,30 @@ use crate::presence;
 use crate::rate::Bucket;
 use crate::session::close::Close;
 use crate::session::outbox::{self, Outbox};
-use crate::session::{self, Parts, Timing};
+use crate::session::{self, Parts, Target, Timing};
 
 impl Conn {
-    /// Refuses the upgrade (counted as a refused handshake).
+    /// Refuses the upgrade (counted as a refused handshake). A 503 is a
+    /// refusal at the ceiling: logged once a second with the others
+    /// (`Shared::refused`), not once per connection.
     fn refuse_upgrade(&self, rejection: &Rejection) {
-        self.shared
-            .metrics
-            .http_refused(rejection.status.as_u16(), true);
-        self.refuse_uncounted(rejection, false);
+        let status = rejection.status.as_u16();
+        self.shared.metrics.http_refused(status, true);
+        if rejection.status != StatusCode::SERVICE_UNAVAILABLE {
+            return self.refuse_uncounted(rejection, false);
+        }
+        debug!("{} ({}): {status} {}", self.id, self.peer, rejection.reason);
+        self.shared.refused(&rejection.reason);
+        if let Err(e) = crate::http::reject(self.wire.stream(), rejection, false) {
+            debug!("{} ({}): writing {status}: {e}", self.id, self.peer);
+        }
+        // Let the response reach the peer before the socket closes.
+        self.wire.shutdown(std::net::Shutdown::Write);
     }
 
-    /// Completes the handshake and starts the client's two threads.
-    /// `room: None` is the echo endpoint.
+    /// Completes the handshake, starts the client's writer and reads the
+    /// client on this thread until it leaves. `room: None` is the echo
+    /// endpoint.
     pub(super) fn upgrade(
         mut self,
         request: Request<()>,
@@ -138,8 +146,11 @@ impl Conn {
         self.shared
             .admit(echo, self.peer.ip())
             .map_err(|full| match full {
-                Full::Clients(Some(limit)) => format!("at the limit of {limit} clients"),
-                Full::Clients(None) => "at the limit of the threads it can start".to_string(),
+                Full::Clients(limit) => format!("at the limit of {limit} clients"),
+                Full::Threads(budget) => format!(
+                    "at the thread budget of {} (limited by {} = {})",
+                    budget.threads, budget.limit, budget.value
+                ),
                 Full::PerIp(limit) => {
                     format!("at the limit of {limit} connections from this address")
                 }
@@ -223,14 +234,17 @@ impl Conn {
         }
     }
 
-    /// Starts the reader (which feeds the hub, or echoes) and the writer.
+    /// Starts the writer, and runs the reader (which feeds the hub, or
+    /// echoes) on this thread, the connection's: one thread started per
+    /// session. The writer takes the thread the admission reserved, and
+    /// keeps the socket registered and the slot taken until it is done.
     fn start_session(
         self,
         room: Option<Arc<str>>,
         (ctx, inflater): ReaderState,
         mailbox: (Outbox, outbox::Mailbox),
         expires: Option<Instant>,
-        keep: (Registered, Admission),
+        (registered, mut admission): (Registered, Admission),
     ) {
         let (id, peer) = (self.id, self.peer);
         let what = match &room {
@@ -246,9 +260,9 @@ impl Conn {
             message_timeout: self.config().message_timeout,
             expires,
         };
+        let writer = admission.writer_thread();
         let on_writer_end = move |problem: Option<String>| {
-            // The writer keeps the socket registered and the slot taken until it is done too.
-            drop(keep);
+            drop((registered, admission));
             if let Some(problem) = problem {
                 info!(client = id.0, peer:% = peer; "{id} ({peer}): {problem}");
             }
@@ -261,20 +275,37 @@ impl Conn {
             inflater,
         };
         let name = format!("wshub-{}", id.0);
-        let shared = &self.shared;
-        let started = match room {
+        match room {
             Some(_) => {
                 let chat = self.chat(room);
-                session::start(shared, &name, parts, timing, chat, on_writer_end)
+                let started =
+                    session::start_writer(&writer, &name, parts, timing, chat, on_writer_end);
+                self.read_here(started);
             }
             None => {
                 let echo = self.echo();
-                session::start(shared, &name, parts, timing, echo, on_writer_end)
+                let started =
+                    session::start_writer(&writer, &name, parts, timing, echo, on_writer_end);
+                self.read_here(started);
             }
-        };
-        if let Err(e) = started {
-            error!(client = id.0, peer:% = peer; "{id} ({peer}): cannot start its session: {e}");
-            let _ = self.shared.hub.send(HubMsg::Unregister(id));
+        }
+    }
+
+    /// Runs the session's reader on this thread until the connection
+    /// ends; or, if its writer could not be started (the peer has had
+    /// 1013), unregisters the client.
+    fn read_here<T: Target>(self, started: std::io::Result<session::Reader<T>>) {
+        match started {
+            Ok(reader) => {
+                drop(self);
+                reader.run();
+            }
+            Err(e) => {
+                debug!("{} ({}): no thread for its writer: {e}", self.id, self.peer);
+                let reason = format!("no thread for a session's writer (closed with 1013): {e}");
+                self.shared.refused(&reason);
+                let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
+            }
         }
     }
 

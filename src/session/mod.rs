@@ -2,10 +2,13 @@
 //! `reader`) and the writer (`writePump`, `writer`), over the connection's
 //! shared write side (`wire`), the frames that travel to it (`frame`) and
 //! the mailbox they wait in (`outbox`); how sessions end is `close`.
-//! [`start`] starts the pair; the server uses it for every hub and echo
-//! client, [`Connection`](crate::Connection) on the dialling side. Each
-//! message the reader reads goes to the session's [`Target`]: the hub, the
-//! peer itself (echo), or the dialling side's receive channel.
+//! [`start_writer`] starts the writer on a thread of its own and gives back
+//! the [`Reader`], which the caller runs on a thread it already has: the
+//! server runs it on the connection's HTTP thread, so a session starts
+//! one thread, not two. [`start`] starts both, the reader on a thread of
+//! its own too: [`Connection`](crate::Connection) on the dialling side.
+//! Each message the reader reads goes to the session's [`Target`]: the
+//! hub, the peer itself (echo), or the dialling side's receive channel.
 //!
 //! # How one socket is shared by two threads
 //!
@@ -116,8 +119,7 @@ pub(crate) enum Stop {
 pub(crate) struct Parts {
     /// The socket's shared write side.
     pub wire: Arc<Wire>,
-    /// The reader's protocol state (boxed: moved into the reader's thread,
-    /// it would otherwise be copied through the thread start-up's frames).
+    /// The reader's protocol state (boxed: see [`Reader`]).
     pub ctx: Box<WebSocketContext>,
     /// The writer's queue, both ends.
     pub mailbox: (Outbox, Mailbox),
@@ -128,30 +130,32 @@ pub(crate) struct Parts {
     pub inflater: Option<Box<Inflater>>,
 }
 
-/// Starts a session's writer, then its reader, each on a thread of its
-/// own from `spawner`. `name` becomes `{name}-write` and `{name}-read`.
-/// The reader hands what it reads to `target`; `on_writer_end` runs on
-/// the writer's thread when it is done, with the failure that ended it,
-/// if any (a place for guards that must live as long).
+/// Starts a session's writer on a thread from `spawner` (called
+/// `{name}-write`) and returns its reader, for the caller to run on a
+/// thread of its choosing — the server runs it on the connection's own
+/// thread, which read the HTTP request. The reader hands what it reads to
+/// `target`; `on_writer_end` runs on the writer's thread when it is done,
+/// with the failure that ended it, if any (a place for guards that must
+/// live as long).
 ///
-/// If the reader cannot be started, the peer gets 1013 "server
-/// overloaded", the writer is released, and the error is returned; the
-/// caller undoes whatever it registered.
-pub(crate) fn start<T, W>(
+/// If the writer cannot be started, the peer gets 1013 "server
+/// overloaded" and the error is returned; the caller undoes whatever it
+/// registered.
+pub(crate) fn start_writer<T, W>(
     spawner: &dyn Spawn,
     name: &str,
     parts: Parts,
     timing: Timing,
-    mut target: T,
+    target: T,
     on_writer_end: W,
-) -> io::Result<()>
+) -> io::Result<Reader<T>>
 where
     T: Target,
     W: FnOnce(Option<String>) + Send + 'static,
 {
     let Parts {
         wire,
-        mut ctx,
+        ctx,
         mailbox: (outbox, mailbox),
         memory,
         inflater,
@@ -165,28 +169,88 @@ where
         let _ = wire.send_close(Some(&Close::Overloaded.frame()));
         return Err(e);
     }
-    let (reader_wire, reader_outbox) = (wire.clone(), outbox.clone());
-    let reader = spawner.spawn(
-        format!("{name}-read"),
-        Box::new(move || {
-            // Dropped after `ended`: the writer outlives what the reader says.
-            let _exit = reader_outbox.on_reader_exit();
-            let mut io = ReadSide::new(&reader_wire, memory.clone(), timing, inflater);
-            let ending = read_loop(
-                &mut io,
-                &mut ctx,
-                &reader_outbox,
-                timing,
-                memory,
-                &mut target,
-            );
-            target.ended(ending);
-        }),
-    );
-    if let Err(e) = reader {
-        let _ = wire.send_close(Some(&Close::Overloaded.frame()));
-        outbox.reader_done();
-        return Err(e);
+    Ok(Reader(Some(ReaderParts {
+        wire,
+        ctx,
+        outbox,
+        memory,
+        inflater,
+        timing,
+        target,
+    })))
+}
+
+/// Starts a session's writer, then its reader, each on a thread of its
+/// own from `spawner` (the dialling side's): [`start_writer`], with the
+/// reader on a thread called `{name}-read`.
+///
+/// If the reader cannot be started, the peer gets 1013 "server
+/// overloaded", the writer is released, and the error is returned.
+pub(crate) fn start<T, W>(
+    spawner: &dyn Spawn,
+    name: &str,
+    parts: Parts,
+    timing: Timing,
+    target: T,
+    on_writer_end: W,
+) -> io::Result<()>
+where
+    T: Target,
+    W: FnOnce(Option<String>) + Send + 'static,
+{
+    let reader = start_writer(spawner, name, parts, timing, target, on_writer_end)?;
+    // A reader dropped unrun (the spawn failed) closes with 1013 and
+    // releases the writer.
+    spawner.spawn(format!("{name}-read"), Box::new(move || reader.run()))
+}
+
+/// A session's reader, its writer already running: [`Reader::run`] reads
+/// until the connection ends. Dropped without running, it closes the
+/// connection with 1013 "server overloaded" and releases the writer.
+pub(crate) struct Reader<T: Target>(Option<ReaderParts<T>>);
+
+struct ReaderParts<T> {
+    wire: Arc<Wire>,
+    /// Boxed: moved to the thread that runs it, it would otherwise be
+    /// copied through the thread start-up's frames.
+    ctx: Box<WebSocketContext>,
+    outbox: Outbox,
+    memory: Option<Arc<Memory>>,
+    inflater: Option<Box<Inflater>>,
+    timing: Timing,
+    target: T,
+}
+
+impl<T: Target> Reader<T> {
+    /// Reads on the calling thread until the connection ends, hands each
+    /// message to the target and then how it ended, and tells the writer.
+    pub(crate) fn run(mut self) {
+        let Some(parts) = self.0.take() else {
+            return;
+        };
+        let ReaderParts {
+            wire,
+            mut ctx,
+            outbox,
+            memory,
+            inflater,
+            timing,
+            mut target,
+        } = parts;
+        // Dropped after `ended` (the writer outlives what the reader
+        // says), and by a panic too.
+        let _exit = outbox.on_reader_exit();
+        let mut io = ReadSide::new(&wire, memory.clone(), timing, inflater);
+        let ending = read_loop(&mut io, &mut ctx, &outbox, timing, memory, &mut target);
+        target.ended(ending);
     }
-    Ok(())
+}
+
+impl<T: Target> Drop for Reader<T> {
+    fn drop(&mut self) {
+        if let Some(parts) = self.0.take() {
+            let _ = parts.wire.send_close(Some(&Close::Overloaded.frame()));
+            parts.outbox.reader_done();
+        }
+    }
 }

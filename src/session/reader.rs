@@ -1,5 +1,6 @@
-//! The reader thread's half of a session (gorilla's `readPump`): the
-//! `Read + Write` view tungstenite's context gets of the socket
+//! The reader's half of a session (gorilla's `readPump`, on the thread
+//! that runs the session's `Reader`): the `Read + Write` view
+//! tungstenite's context gets of the socket
 //! ([`ReadSide`]: reads with no lock held, through the memory tracker and,
 //! with permessage-deflate, the inflater; writes — the context's pongs —
 //! through the [`Wire`] lock), the read loop that hands each message to
