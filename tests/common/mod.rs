@@ -3,6 +3,7 @@
 //! speak raw HTTP and raw frames for malformed input.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod redis;
 pub mod tls;
 

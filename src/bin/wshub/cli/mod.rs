@@ -7,6 +7,7 @@
 
 mod client;
 mod logging;
+mod publish;
 mod serve;
 
 pub use logging::LogFormat;
@@ -45,6 +46,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Print an access token for `serve --auth-secret-file` (HS256 JWT).
     Token(TokenArgs),
+    /// Publish one message into a room through a server's API (`serve
+    /// --api-key-file`); prints the server's JSON answer.
+    Publish(publish::PublishArgs),
 }
 
 /// Flags of `wshub token`.
@@ -89,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Client(args) => client::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::Token(args) => token(&args),
+        Command::Publish(args) => publish::run(&args),
     }
 }
 
