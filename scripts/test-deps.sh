@@ -12,6 +12,7 @@ deps=(
   "nginx nginx"                   # tests/nginx.rs: deploy/nginx.conf in front of two instances
   "openssl openssl"               # tests/nginx.rs: the run's own CA and certificate
   "systemd-analyze systemd"       # tests/deploy.rs: verifies deploy/wshub.service
+  "curl curl"                     # tests/api_readme.rs: runs the README's server API examples
   "chromium chromium"             # make e2e: the chat page in headless Chromium
   "ss iproute2"                   # make e2e: drops a page's socket with ss -K
   "python3 python3"               # make autobahn: sets up the test suite
