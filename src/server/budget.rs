@@ -38,11 +38,21 @@ impl Shared {
     /// server refuses first.
     fn reserve(self: &Arc<Self>, spare: usize) -> Option<ThreadGuard> {
         let mut live = self.lock();
-        if live.threads + 1 + spare > self.thread_budget.budget.threads {
+        // The refusal log's thread is not a connection's: no client waits
+        // for it to end.
+        let reporters = self
+            .thread_budget
+            .refusals
+            .reporters
+            .load(Ordering::Relaxed);
+        if live.threads.saturating_sub(reporters) + 1 + spare > self.thread_budget.budget.threads {
             return None;
         }
         live.threads += 1;
-        Some(ThreadGuard(self.clone()))
+        Some(ThreadGuard {
+            shared: self.clone(),
+            reporter: false,
+        })
     }
 
     fn exhausted(&self) -> io::Error {
@@ -108,14 +118,23 @@ impl Shared {
     /// line a second with the count: the refusal that opens a second
     /// starts a thread that writes the line when the second is over (or
     /// at shutdown). That thread is counted (shutdown waits for it) but
-    /// not refused by the budget, which keeps room below every limit for
-    /// the server's own threads; at most one runs at a time.
+    /// neither refused by the budget, which keeps room below every limit
+    /// for the server's own threads, nor counted against clients; one
+    /// runs at a time (two for a moment as one window follows another).
     pub(super) fn refused(self: &Arc<Self>, reason: &str) {
         if !self.thread_budget.refusals.count(reason) {
             return;
         }
-        self.lock().threads += 1;
-        let guard = ThreadGuard(self.clone());
+        let guard = {
+            let mut live = self.lock();
+            live.threads += 1;
+            let reporters = &self.thread_budget.refusals.reporters;
+            reporters.fetch_add(1, Ordering::Relaxed);
+            ThreadGuard {
+                shared: self.clone(),
+                reporter: true,
+            }
+        };
         let shared = self.clone();
         let started = self.start(guard, "wshub-refusals".into(), move || {
             shared.wait_unless_stopping(Duration::from_secs(1));
@@ -147,12 +166,23 @@ impl Shared {
 
 /// Counts a running thread; dropping it (when the thread ends, or when the
 /// spawn fails and the closure is dropped) uncounts it.
-struct ThreadGuard(Arc<Shared>);
+struct ThreadGuard {
+    shared: Arc<Shared>,
+    /// The refusal log's thread (see `Shared::refused`).
+    reporter: bool,
+}
 
 impl Drop for ThreadGuard {
     fn drop(&mut self) {
-        self.0.lock().threads -= 1;
-        self.0.changed.notify_all();
+        let mut live = self.shared.lock();
+        live.threads -= 1;
+        if self.reporter {
+            // Under the same lock as the count, for `reserve`.
+            let reporters = &self.shared.thread_budget.refusals.reporters;
+            reporters.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(live);
+        self.shared.changed.notify_all();
     }
 }
 

@@ -10,6 +10,7 @@
 //! `GLIBC_TUNABLES` variable (reading), and the log.
 
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard};
 
 use log::{info, warn};
@@ -341,6 +342,9 @@ fn cgroup_pids() -> Option<(usize, usize)> {
 #[derive(Debug, Default)]
 pub(super) struct Refusals {
     window: Mutex<Window>,
+    /// Threads running to log a window (changed under `Shared`'s `live`
+    /// lock, with the thread count).
+    pub reporters: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
