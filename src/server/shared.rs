@@ -52,6 +52,8 @@ pub(super) struct Shared {
     /// This server's id among instances (random): a client's id on every
     /// instance is `{instance}:{number}`.
     pub(super) instance: Arc<str>,
+    /// Pings the chat clients that have no writer thread.
+    pub(super) keeper: crate::session::Keeper,
     /// Most connection threads this process can start (see `limits::thread_budget`).
     pub(super) thread_budget: super::limits::Ceiling,
     /// Open WebSocket connections, for `max_clients`.
@@ -116,6 +118,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             instance: format!("{:016x}", crate::random::next_u64()).into(),
+            keeper: crate::session::Keeper::start()?,
             thread_budget,
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),

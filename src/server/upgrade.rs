@@ -278,14 +278,16 @@ impl Conn {
         match room {
             Some(_) => {
                 let chat = self.chat(room);
+                let start = session::WriterStart::Lazy(Box::new(writer), &self.shared.keeper);
                 let started =
-                    session::start_writer(&writer, &name, parts, timing, chat, on_writer_end);
+                    session::start_writer(start, &name, parts, timing, chat, on_writer_end);
                 self.read_here(started);
             }
             None => {
                 let echo = self.echo();
+                let start = session::WriterStart::Now(&writer);
                 let started =
-                    session::start_writer(&writer, &name, parts, timing, echo, on_writer_end);
+                    session::start_writer(start, &name, parts, timing, echo, on_writer_end);
                 self.read_here(started);
             }
         }

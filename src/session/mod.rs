@@ -53,12 +53,14 @@
 
 pub(crate) mod close;
 pub(crate) mod frame;
+mod keeper;
 pub(crate) mod outbox;
 mod reader;
 pub(crate) mod wire;
 mod writer;
 
 use std::io;
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,7 @@ use tungstenite::protocol::{Message, WebSocketContext};
 use crate::deflate::Inflater;
 use crate::memory::Memory;
 use close::{Close, Ending};
+pub(crate) use keeper::Keeper;
 use outbox::{Mailbox, Outbox};
 use reader::{ReadSide, read_loop};
 use wire::Wire;
@@ -130,19 +133,31 @@ pub(crate) struct Parts {
     pub inflater: Option<Box<Inflater>>,
 }
 
-/// Starts a session's writer on a thread from `spawner` (called
-/// `{name}-write`) and returns its reader, for the caller to run on a
-/// thread of its choosing — the server runs it on the connection's own
-/// thread, which read the HTTP request. The reader hands what it reads to
-/// `target`; `on_writer_end` runs on the writer's thread when it is done,
-/// with the failure that ended it, if any (a place for guards that must
-/// live as long).
+/// When a session's writer thread starts.
+pub(crate) enum WriterStart<'a> {
+    /// At once, on a thread from this spawner (the dialling side, echo
+    /// clients).
+    Now(&'a dyn Spawn),
+    /// When the connection first needs one (a write the socket does not
+    /// take at once, a Close, a ping it cannot take), on a thread from this
+    /// spawner; until then the keeper pings it, and a session that never
+    /// needs one ends without it. Only for outboxes with a direct wire.
+    Lazy(Box<dyn Spawn + Send>, &'a Keeper),
+}
+
+/// Starts (or arranges) a session's writer, called `{name}-write`, and
+/// returns its reader, for the caller to run on a thread of its choosing
+/// — the server runs it on the connection's own thread, which read the
+/// HTTP request. The reader hands what it reads to `target`;
+/// `on_writer_end` runs when the writer is done (on its thread, or on the
+/// reader's when there never was one), with the failure that ended it, if
+/// any (a place for guards that must live as long).
 ///
-/// If the writer cannot be started, the peer gets 1013 "server
+/// If a writer to start now cannot be, the peer gets 1013 "server
 /// overloaded" and the error is returned; the caller undoes whatever it
 /// registered.
 pub(crate) fn start_writer<T, W>(
-    spawner: &dyn Spawn,
+    start: WriterStart<'_>,
     name: &str,
     parts: Parts,
     timing: Timing,
@@ -160,14 +175,25 @@ where
         memory,
         inflater,
     } = parts;
-    let writer_wire = wire.clone();
-    let writer = spawner.spawn(
-        format!("{name}-write"),
-        Box::new(move || on_writer_end(write_loop(&writer_wire, mailbox, timing))),
-    );
-    if let Err(e) = writer {
-        let _ = wire.send_close(Some(&Close::Overloaded.frame()));
-        return Err(e);
+    let name = format!("{name}-write");
+    match start {
+        WriterStart::Now(spawner) => {
+            outbox.eager_writer();
+            let writer_wire = wire.clone();
+            let writer = spawner.spawn(
+                name,
+                Box::new(move || on_writer_end(write_loop(&writer_wire, mailbox, timing))),
+            );
+            if let Err(e) = writer {
+                let _ = wire.send_close(Some(&Close::Overloaded.frame()));
+                return Err(e);
+            }
+        }
+        WriterStart::Lazy(spawner, keeper) => {
+            let starter = lazy_starter(spawner, name, wire.clone(), mailbox, timing, on_writer_end);
+            outbox.lazy_writer(starter);
+            keeper.keep(outbox.clone(), timing);
+        }
     }
     Ok(Reader(Some(ReaderParts {
         wire,
@@ -178,6 +204,37 @@ where
         timing,
         target,
     })))
+}
+
+/// What starts a lazy writer (`true`) or, when the session ends without
+/// having needed one, does what its end would have (`false`): the socket
+/// shut down, `on_writer_end`. A writer that cannot be started leaves the
+/// connection unwritable: it is shut down, and the reader ends.
+fn lazy_starter<W>(
+    spawner: Box<dyn Spawn + Send>,
+    name: String,
+    wire: Arc<Wire>,
+    mailbox: Mailbox,
+    timing: Timing,
+    on_writer_end: W,
+) -> outbox::Starter
+where
+    W: FnOnce(Option<String>) + Send + 'static,
+{
+    Box::new(move |spawn: bool| {
+        if !spawn {
+            drop(mailbox);
+            wire.shutdown(Shutdown::Both);
+            on_writer_end(None);
+            return;
+        }
+        let writer_wire = wire.clone();
+        let body = Box::new(move || on_writer_end(write_loop(&writer_wire, mailbox, timing)));
+        if let Err(e) = spawner.spawn(name, body) {
+            log::warn!("no thread for a connection's writer ({e}): closing it");
+            wire.shutdown(Shutdown::Both);
+        }
+    })
 }
 
 /// Starts a session's writer, then its reader, each on a thread of its
@@ -198,7 +255,8 @@ where
     T: Target,
     W: FnOnce(Option<String>) + Send + 'static,
 {
-    let reader = start_writer(spawner, name, parts, timing, target, on_writer_end)?;
+    let start = WriterStart::Now(spawner);
+    let reader = start_writer(start, name, parts, timing, target, on_writer_end)?;
     // A reader dropped unrun (the spawn failed) closes with 1013 and
     // releases the writer.
     spawner.spawn(format!("{name}-read"), Box::new(move || reader.run()))

@@ -50,13 +50,14 @@
 //! [`Outbox::offer`], and a shutdown by [`Outbox::evict`] when half a frame
 //! is out); nothing else.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
     Receiver, RecvTimeoutError, Select, SendTimeoutError, Sender, TrySendError, bounded, unbounded,
 };
+use tungstenite::Bytes;
 use tungstenite::protocol::CloseFrame;
 
 use crate::id::ClientId;
@@ -164,6 +165,35 @@ struct State {
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
+    /// Whether the connection has its writer thread (see [`Writer`]).
+    writer: AtomicU8,
+    /// Starts the writer (`true`) or, when the session ends without ever
+    /// needing one, finishes in its place (`false`); taken once.
+    starter: Mutex<Option<Slot>>,
+}
+
+/// The starter in its slot (opaque to `Debug`).
+struct Slot(Starter);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Starter")
+    }
+}
+
+/// See [`State::starter`].
+pub(crate) type Starter = Box<dyn FnOnce(bool) + Send>;
+
+/// The states of a connection's writer thread (`State::writer`).
+struct Writer;
+
+impl Writer {
+    /// None yet: nothing has needed one.
+    const NONE: u8 = 0;
+    /// Started (or being started, or its start failed).
+    const STARTED: u8 = 1;
+    /// The session ended without one.
+    const NEVER: u8 = 2;
 }
 
 impl State {
@@ -172,6 +202,11 @@ impl State {
     /// panic elsewhere must not make the writer lose a close.
     fn close_slot(&self) -> MutexGuard<'_, Option<CloseFrame>> {
         self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer's starter, recovered the same way.
+    fn starter_slot(&self) -> MutexGuard<'_, Option<Slot>> {
+        self.starter.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -216,6 +251,8 @@ pub(crate) fn new(
         raised: AtomicBool::new(false),
         close: Mutex::new(None),
         reader_done: AtomicBool::new(false),
+        writer: AtomicU8::new(Writer::NONE),
+        starter: Mutex::new(None),
     });
     (
         Outbox {
@@ -250,14 +287,16 @@ impl Outbox {
             && bytes <= DIRECT_MAX_BYTES
             && self.state.pending.load(Ordering::Acquire) == 0
         {
-            match wire.try_send_now(burst_frames(burst, skip)) {
+            // Half a frame on the wire: the rest must follow first,
+            // whatever the bound says (queued under the write lock).
+            let mut queued = Ok(());
+            let queue_rest = |rest: Bytes| {
+                let len = rest.len();
+                queued = self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
+            };
+            match wire.try_send_now(burst_frames(burst, skip), queue_rest) {
                 Direct::Done => return Ok(()),
-                // Half a frame is on the wire: the rest must follow
-                // first, whatever the bound says.
-                Direct::Partial(rest) => {
-                    let len = rest.len();
-                    return self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
-                }
+                Direct::Partial => return queued,
                 Direct::NotNow => {}
             }
         }
@@ -276,20 +315,118 @@ impl Outbox {
         self.enqueue(entry, messages, bytes)
     }
 
-    /// Counts and queues a data entry.
+    /// Counts and queues a data entry, and makes sure a writer will take it.
     fn enqueue(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
         let s = &self.state;
         s.messages.fetch_add(messages, Ordering::Relaxed);
         s.bytes.fetch_add(bytes, Ordering::Relaxed);
         s.pending.fetch_add(1, Ordering::AcqRel);
-        self.tx.try_send(entry).map_err(|e| {
+        let queued = self.tx.try_send(entry).map_err(|e| {
             s.pending.fetch_sub(1, Ordering::AcqRel);
             self.uncount(messages, bytes);
             match e {
                 TrySendError::Full(_) => Refused::Full,
                 TrySendError::Disconnected(_) => Refused::Gone,
             }
-        })
+        });
+        if queued.is_ok() {
+            self.need_writer();
+        }
+        queued
+    }
+
+    /// Sets how this connection's writer is started when it is first
+    /// needed. If it already is (something was queued before), it starts now.
+    pub(crate) fn lazy_writer(&self, starter: Starter) {
+        let mut slot = self.state.starter_slot();
+        if self.state.writer.load(Ordering::Acquire) == Writer::STARTED {
+            drop(slot);
+            starter(true);
+        } else {
+            *slot = Some(Slot(starter));
+        }
+    }
+
+    /// Marks the writer as started (it is started at once, by the caller).
+    pub(crate) fn eager_writer(&self) {
+        self.state.writer.store(Writer::STARTED, Ordering::Release);
+    }
+
+    /// Starts the writer if there is none yet.
+    pub(crate) fn need_writer(&self) {
+        if self.state.writer.load(Ordering::Acquire) != Writer::NONE {
+            return;
+        }
+        let starter = {
+            let mut slot = self.state.starter_slot();
+            let started = self.state.writer.compare_exchange(
+                Writer::NONE,
+                Writer::STARTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match started {
+                Ok(_) => slot.take(),
+                Err(_) => None,
+            }
+        };
+        if let Some(Slot(start)) = starter {
+            start(true);
+        }
+    }
+
+    /// Whether the connection has no writer thread yet (nothing has
+    /// needed one).
+    pub(crate) fn writerless(&self) -> bool {
+        self.state.writer.load(Ordering::Acquire) == Writer::NONE
+    }
+
+    /// At the reader's end: if no writer was ever needed, none will be —
+    /// the reader finishes in its place (the starter runs with `false`)
+    /// and this returns true.
+    fn finish_without_writer(&self) -> bool {
+        let starter = {
+            let mut slot = self.state.starter_slot();
+            let never = self.state.writer.compare_exchange(
+                Writer::NONE,
+                Writer::NEVER,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match never {
+                Ok(_) => slot.take(),
+                Err(_) => return false,
+            }
+        };
+        if let Some(Slot(finish)) = starter {
+            finish(false);
+        }
+        true
+    }
+
+    /// A ping for a connection without a writer, from the keepalive
+    /// timer: written at once when nothing is queued and the socket takes
+    /// it; otherwise queued, and the connection gets its writer. Returns
+    /// whether the connection is still without a writer.
+    pub(crate) fn ping_now(&self, ping: &Frame) -> bool {
+        if !self.writerless() {
+            return false;
+        }
+        if let Some(wire) = &self.direct
+            && self.state.open.load(Ordering::Acquire)
+            && self.state.pending.load(Ordering::Acquire) == 0
+        {
+            let queue_rest = |rest: Bytes| {
+                let _ = self.enqueue(Out::Frame(Frame::raw(rest)), 0, 0);
+            };
+            match wire.try_send_now([ping], queue_rest) {
+                Direct::Done => return self.writerless(),
+                Direct::Partial => return false,
+                Direct::NotNow => {}
+            }
+        }
+        let _ = self.enqueue(Out::Frame(ping.clone()), 0, 0);
+        self.writerless()
     }
 
     /// Queues what a joining client gets before anything else, whatever
@@ -317,16 +454,29 @@ impl Outbox {
     /// Queues a Close behind what is already queued, waiting at most
     /// `timeout` for room. `false` if it could not be queued in time.
     pub(crate) fn send_close_within(&self, close: Frame, timeout: Duration) -> bool {
-        !matches!(
+        let sent = !matches!(
             self.tx.send_timeout(Out::Frame(close), timeout),
             Err(SendTimeoutError::Timeout(_))
-        )
+        );
+        self.need_writer();
+        sent
     }
 
-    /// Queues a Close behind what is already queued, without waiting.
-    /// `false` when the queue is full or gone (the writer is stuck).
+    /// Sends a Close behind what is already queued, without waiting: at
+    /// once from the calling thread (the reader's) when the connection has
+    /// no writer and nothing queued, through the queue otherwise. `false`
+    /// when the queue is full or gone (the writer is stuck).
     pub(crate) fn push_close(&self, close: Frame) -> bool {
-        self.tx.try_send(Out::Frame(close)).is_ok()
+        if let Some(wire) = &self.direct
+            && self.writerless()
+            && self.state.pending.load(Ordering::Acquire) == 0
+            && wire.send_close_frame(&close).is_ok()
+        {
+            return true;
+        }
+        let queued = self.tx.try_send(Out::Frame(close)).is_ok();
+        self.need_writer();
+        queued
     }
 
     /// Asks the writer to send this Close next and stop; the first request wins.
@@ -375,19 +525,29 @@ impl Outbox {
         self.state.bytes.load(Ordering::Relaxed)
     }
 
-    /// Tells the writer that the reader has exited.
+    /// Tells the writer that the reader has exited; with no writer yet,
+    /// none is started: the session is finished here instead.
     pub(crate) fn reader_done(&self) {
+        if self.finish_without_writer() {
+            return;
+        }
         self.state.reader_done.store(true, Ordering::Release);
-        self.raise();
+        self.signal();
     }
 
     /// A guard that tells the writer when the reader ends, however it ends
-    /// (a panicking reader included: the writer must not outlive it).
+    /// (a panicking reader included: the writer must not outlive it). A
+    /// connection that never needed a writer is finished by the reader.
     pub(crate) fn on_reader_exit(&self) -> ReaderExit {
         ReaderExit(self.clone())
     }
 
     fn raise(&self) {
+        self.signal();
+        self.need_writer();
+    }
+
+    fn signal(&self) {
         self.state.raised.store(true, Ordering::Release);
         // A full queue needs no nudge: the writer checks the signals
         // before every wait, and a non-empty queue does not wait.
@@ -519,6 +679,36 @@ mod tests {
     }
 
     #[test]
+    fn a_lazy_writer_starts_once_when_needed_and_never_when_not() {
+        use std::sync::atomic::AtomicUsize;
+        let started = Arc::new(AtomicUsize::new(0));
+        let (outbox, _mailbox) = new(Bound::NONE, None, None);
+        let count = started.clone();
+        outbox.lazy_writer(Box::new(move |spawn| {
+            assert!(spawn, "a writer was needed");
+            count.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(outbox.writerless());
+        let f = frame();
+        assert_eq!(outbox.offer(&burst(&f), None, 1, f.len()), Ok(()));
+        outbox.close_now(crate::session::close::Close::ShuttingDown.frame());
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert!(!outbox.writerless());
+
+        // A session that never needed one is finished by its reader.
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (outbox, _mailbox) = new(Bound::NONE, None, None);
+        let count = finished.clone();
+        outbox.lazy_writer(Box::new(move |spawn| {
+            assert!(!spawn, "no writer was needed");
+            count.fetch_add(1, Ordering::SeqCst);
+        }));
+        outbox.reader_done();
+        outbox.reader_done();
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn offer_to_a_gone_writer_is_refused_as_gone() {
         let (outbox, mailbox) = new(Bound::NONE, None, None);
         drop(mailbox);
@@ -532,6 +722,7 @@ mod tests {
     #[test]
     fn signals_wake_the_writer() {
         let (outbox, mailbox) = new(Bound::NONE, None, None);
+        outbox.eager_writer();
         outbox.reader_done();
         assert!(matches!(mailbox.waiter().next(None), Ok(Out::Wake)));
         assert!(mailbox.take_raised());

@@ -35,14 +35,17 @@ use crate::error::is_timeout;
 /// Frames written per system call at most (two slices each, under IOV_MAX).
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Why a write other than the queue's waits while half a frame is out.
+const HALF_FRAME: &str = "half a frame is on the wire; the writer finishes it first";
+
 /// What [`Wire::try_send_now`] did.
 #[derive(Debug)]
 pub(crate) enum Direct {
     /// Everything went out (or was dropped: our Close went first, or the
     /// socket failed).
     Done,
-    /// The socket took only the first bytes; these are the rest.
-    Partial(Bytes),
+    /// The socket took only the first bytes; the rest went to the queue.
+    Partial,
     /// Nothing was written: the lock was held or the socket was full.
     NotNow,
 }
@@ -67,6 +70,22 @@ struct WriteState {
     close_sent: bool,
     /// Set after a failed write: the stream may hold half a frame.
     broken: bool,
+    /// A direct write left half a frame on the stream: its rest is the
+    /// first entry of the connection's queue, and nothing but that rest
+    /// may be written next.
+    partial: bool,
+}
+
+/// What a locked write is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    /// Data or pings; `rest_first`: they begin with the rest of a frame a
+    /// direct write left half done.
+    Data { rest_first: bool },
+    /// Our Close.
+    Close,
+    /// The reader's pongs: dropped while half a frame is out.
+    Pong,
 }
 
 impl Wire {
@@ -122,7 +141,9 @@ impl Wire {
     /// Returns `Ok(false)` if they were dropped because a Close went first.
     pub(crate) fn send<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> io::Result<bool> {
         let agreement = self.deflate();
-        self.locked_write(false, || {
+        let mut frames = frames.into_iter().peekable();
+        let rest_first = frames.peek().is_some_and(|f| f.is_raw());
+        self.locked_write(WriteKind::Data { rest_first }, || {
             let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
             let mut n = 0;
             for frame in frames {
@@ -153,24 +174,33 @@ impl Wire {
     /// Nothing may follow a Close: the FIN tells the peer so at once,
     /// while reading goes on until its answer.
     pub(crate) fn send_close_frame(&self, frame: &Frame) -> io::Result<bool> {
-        self.locked_write(true, || self.write_all(&mut frame.slices()))
+        self.locked_write(WriteKind::Close, || self.write_all(&mut frame.slices()))
     }
 
     /// Writes bytes tungstenite's reader produced (pongs). They are dropped
     /// after our Close, which is when tungstenite would stop sending them too.
     pub(crate) fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        self.locked_write(false, || self.write_all(&mut [IoSlice::new(bytes)]))
-            .map(|_| ())
+        self.locked_write(WriteKind::Pong, || {
+            self.write_all(&mut [IoSlice::new(bytes)])
+        })
+        .map(|_| ())
     }
 
     /// Writes `frames` now if that costs no wait: the write lock is free
     /// and the socket takes the bytes without blocking (`MSG_DONTWAIT`).
     /// The caller must know that nothing else is queued for this
-    /// connection, so that order holds. What the socket did not take comes
-    /// back as [`Direct::Partial`], to be written before anything else.
-    /// Frames after our Close are dropped, as by [`send`](Self::send).
+    /// connection, so that order holds. What the socket did not take goes
+    /// to `queue_rest`, called with the lock held (so that nothing can be
+    /// queued or written before it), and comes back as
+    /// [`Direct::Partial`]; until the writer has written it, other writes
+    /// wait behind it. Frames after our Close are dropped, as by
+    /// [`send`](Self::send).
     #[cfg(unix)]
-    pub(crate) fn try_send_now<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) -> Direct {
+    pub(crate) fn try_send_now<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a Frame>,
+        queue_rest: impl FnOnce(Bytes),
+    ) -> Direct {
         use rustix::io::Errno;
         use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
         let mut state = match self.state.try_lock() {
@@ -180,6 +210,9 @@ impl Wire {
         };
         if state.close_sent || state.broken {
             return Direct::Done;
+        }
+        if state.partial {
+            return Direct::NotNow;
         }
         let agreement = self.deflate();
         let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
@@ -216,7 +249,9 @@ impl Wire {
                         skip = 0;
                     }
                 }
-                Direct::Partial(Bytes::from(rest))
+                state.partial = true;
+                queue_rest(Bytes::from(rest));
+                Direct::Partial
             }
             Err(e) if e == Errno::WOULDBLOCK || e == Errno::INTR => Direct::NotNow,
             Err(_) => {
@@ -232,23 +267,38 @@ impl Wire {
 
     /// Without `MSG_DONTWAIT` every write goes through the writer thread.
     #[cfg(not(unix))]
-    pub(crate) fn try_send_now<'a>(&self, _frames: impl IntoIterator<Item = &'a Frame>) -> Direct {
+    pub(crate) fn try_send_now<'a>(
+        &self,
+        _frames: impl IntoIterator<Item = &'a Frame>,
+        _queue_rest: impl FnOnce(Bytes),
+    ) -> Direct {
         Direct::NotNow
     }
 
     /// Runs `write` under the lock, unless our Close is out or an earlier
-    /// write failed (then `Ok(false)`). `closing` marks our Close as sent
-    /// before writing it and half-closes after. A failed write marks the
-    /// wire broken: the stream may hold half a frame.
+    /// write failed (then `Ok(false)`). While half a frame is out, only a
+    /// write that begins with its rest goes (a pong is dropped, anything
+    /// else fails with `WouldBlock`). A Close is marked as sent before it
+    /// is written, and the socket half-closed after. A failed write marks
+    /// the wire broken: the stream may hold half a frame.
     fn locked_write(
         &self,
-        closing: bool,
+        kind: WriteKind,
         write: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<bool> {
         let mut state = self.lock();
         if state.close_sent || state.broken {
             return Ok(false);
         }
+        if state.partial {
+            match kind {
+                WriteKind::Data { rest_first: true } => state.partial = false,
+                WriteKind::Pong => return Ok(false),
+                // Only the queue's writer may go on from half a frame.
+                _ => return Err(io::Error::new(io::ErrorKind::WouldBlock, HALF_FRAME)),
+            }
+        }
+        let closing = kind == WriteKind::Close;
         if closing {
             state.close_sent = true;
             self.done.store(true, Ordering::Release);
