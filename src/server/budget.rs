@@ -1,15 +1,15 @@
 //! Thread and slot accounting: every connection thread is counted (so
 //! shutdown can wait for them and the process stays inside its thread
-//! budget), every open WebSocket holds a client slot (`max_clients`) and,
-//! from its admission on, the thread its writer will run on, and every
-//! socket stays registered for forced shutdown while a thread of it runs.
+//! budget), every open WebSocket holds a client slot (`max_clients`) and
+//! is admitted only while the budget has room for its thread and the share
+//! kept for writers, and every socket stays registered for forced shutdown
+//! while a thread of it runs.
 //! Each is a guard whose `Drop` gives back what it took. Refusals at the
 //! ceiling are counted here and logged once a second (`limits::Refusals`).
 //!
 //! May touch: `Shared`'s counters and its `live` registry, and the log;
 //! nothing else.
 
-use std::cell::Cell;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -92,11 +92,10 @@ impl Shared {
             }
             *held += 1;
         }
-        let mut admission = Admission {
+        let admission = Admission {
             shared: self.clone(),
             echo,
             ip,
-            writer: None,
         };
         let before = self.clients.fetch_add(1, Ordering::AcqRel);
         if echo {
@@ -106,11 +105,12 @@ impl Shared {
         if let Some(max) = self.config.max_clients.filter(|max| before >= *max) {
             return Err(Full::Clients(max));
         }
-        // The writer's thread, with room left for a few HTTP requests.
-        admission.writer = Some(
-            self.reserve(HTTP_SLACK)
-                .ok_or(Full::Threads(self.thread_budget.budget))?,
-        );
+        // One thread per client (this connection's, already counted), a
+        // share kept for writers, and room for a few HTTP requests.
+        let budget = self.thread_budget.budget;
+        if before >= budget.clients() || self.lock().threads + HTTP_SLACK > budget.threads {
+            return Err(Full::Threads(budget));
+        }
         Ok(admission)
     }
 
@@ -186,21 +186,18 @@ impl Drop for ThreadGuard {
     }
 }
 
-/// Holds one of the `max_clients` slots while a WebSocket connection
-/// lives, and until its writer starts, that writer's thread.
+/// Holds one of the `max_clients` slots while a WebSocket connection lives.
 pub(super) struct Admission {
     shared: Arc<Shared>,
     echo: bool,
     ip: IpAddr,
-    writer: Option<ThreadGuard>,
 }
 
 impl Admission {
-    /// What starts the client's writer on the thread reserved for it.
-    pub(super) fn writer_thread(&mut self) -> WriterThread {
+    /// What starts the client's writer, when it needs one.
+    pub(super) fn writer_thread(&self) -> WriterThread {
         WriterThread {
             shared: self.shared.clone(),
-            reserved: Cell::new(self.writer.take()),
         }
     }
 }
@@ -209,7 +206,7 @@ impl Admission {
 pub(super) enum Full {
     /// `max_clients`.
     Clients(usize),
-    /// The thread budget (no thread left for the client's writer).
+    /// The thread budget (no room for one more client's thread).
     Threads(Budget),
     /// `max_connections_per_ip`.
     PerIp(usize),
@@ -246,21 +243,19 @@ impl Drop for Registered {
     }
 }
 
-/// Starts a server session's writer on the thread its admission reserved
-/// (so the budget cannot refuse it after the 101; only the kernel can).
+/// Starts a server session's writer, counted against the thread budget;
+/// a writer the budget has no room for is a refusal (counted, logged once
+/// a second), and its client is closed.
 pub(super) struct WriterThread {
     shared: Arc<Shared>,
-    reserved: Cell<Option<ThreadGuard>>,
 }
 
 impl Spawn for WriterThread {
     fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> io::Result<()> {
-        let guard = match self.reserved.take() {
-            Some(guard) => guard,
-            None => self
-                .shared
-                .reserve(0)
-                .ok_or_else(|| self.shared.exhausted())?,
+        let Some(guard) = self.shared.reserve(0) else {
+            self.shared
+                .refused("no thread for a client's writer (the client is closed)");
+            return Err(self.shared.exhausted());
         };
         self.shared.start(guard, name, body)
     }

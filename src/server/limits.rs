@@ -18,8 +18,16 @@ use log::{info, warn};
 use crate::Config;
 
 /// Threads per WebSocket client: its reader (the connection's HTTP thread,
-/// which goes on reading the WebSocket) and its writer.
-pub(super) const THREADS_PER_CLIENT: usize = 2;
+/// which goes on reading the WebSocket). Its writer starts only when the
+/// client falls behind, from the share kept for writers.
+pub(super) const THREADS_PER_CLIENT: usize = 1;
+
+/// Of the threads above the HTTP slack, one in this many is kept for the
+/// writers of clients that fall behind (at least `MIN_WRITERS`).
+const WRITER_SHARE: usize = 32;
+
+/// The fewest threads kept for writers.
+const MIN_WRITERS: usize = 8;
 
 /// Threads kept free of WebSocket clients at the ceiling, so that a few
 /// HTTP requests (`/healthz`, `/metrics`, the 503s themselves) still get a
@@ -141,9 +149,12 @@ pub(super) struct Budget {
 }
 
 impl Budget {
-    /// About how many WebSocket clients fit.
+    /// About how many WebSocket clients fit: one thread each, and a share
+    /// kept for the writers of those that fall behind.
     pub(super) fn clients(&self) -> usize {
-        self.threads.saturating_sub(HTTP_SLACK) / THREADS_PER_CLIENT
+        let above = self.threads.saturating_sub(HTTP_SLACK);
+        let writers = (above / WRITER_SHARE).max(MIN_WRITERS).min(above);
+        (above - writers) / THREADS_PER_CLIENT
     }
 }
 
@@ -203,7 +214,8 @@ pub(super) fn budget(r: &Readings) -> Budget {
             .map(|(max, current)| (left(max, current), Limit::PidsMax, max)),
         r.nofile.map(|max| {
             let clients = max.saturating_sub(r.open_fds + OWN_FDS);
-            let threads = clients.saturating_mul(THREADS_PER_CLIENT) + HTTP_SLACK;
+            let writers = (clients / (WRITER_SHARE - 1)).max(MIN_WRITERS);
+            let threads = clients.saturating_mul(THREADS_PER_CLIENT) + writers + HTTP_SLACK;
             (threads, Limit::OpenFiles, max)
         }),
         r.max_threads.map(|max| (max, Limit::MaxThreads, max)),
@@ -427,7 +439,16 @@ mod tests {
         let cached = (40 << 20) / (132 << 10) + 1;
         let kept = 100 + MAP_HEADROOM + 32 + 2 * cached;
         assert_eq!(b.threads, (65530 - kept) / 4 - OWN_THREADS);
-        assert_eq!(b.clients(), (b.threads - HTTP_SLACK) / 2);
+        // One thread per client, and one in 32 kept for writers.
+        let above = b.threads - HTTP_SLACK;
+        assert_eq!(b.clients(), above - above / 32);
+        // A small budget still keeps room for a few writers.
+        let small = Budget {
+            threads: 64,
+            limit: Limit::MaxThreads,
+            value: 64,
+        };
+        assert_eq!(small.clients(), 64 - HTTP_SLACK - MIN_WRITERS);
         // Without the stack cache, more threads fit.
         let uncached = budget(&Readings {
             stack_cache_bytes: 0,
@@ -486,7 +507,10 @@ mod tests {
                 },
                 Limit::OpenFiles,
                 1024,
-                (1024 - 12 - OWN_FDS) * 2 + HTTP_SLACK,
+                {
+                    let clients = 1024 - 12 - OWN_FDS;
+                    clients + (clients / 31).max(MIN_WRITERS) + HTTP_SLACK
+                },
             ),
             (
                 Readings {
@@ -531,7 +555,7 @@ mod tests {
         });
         assert_eq!(
             b.to_string(),
-            "thread budget 64: room for about 28 WebSocket clients (limited by --max-threads = 64)"
+            "thread budget 64: room for about 48 WebSocket clients (limited by --max-threads = 64)"
         );
     }
 

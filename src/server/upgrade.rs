@@ -244,7 +244,7 @@ impl Conn {
         (ctx, inflater): ReaderState,
         mailbox: (Outbox, outbox::Mailbox),
         expires: Option<Instant>,
-        (registered, mut admission): (Registered, Admission),
+        (registered, admission): (Registered, Admission),
     ) {
         let (id, peer) = (self.id, self.peer);
         let what = match &room {

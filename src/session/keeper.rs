@@ -7,7 +7,7 @@
 //!
 //! May touch: the kept connections' outboxes (pings, the expiry Close).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +30,9 @@ pub(crate) struct Keeper {
 #[derive(Debug, Default)]
 struct Kept {
     connections: Mutex<Vec<Entry>>,
+    /// How long the keeper sleeps between looks now, in microseconds: a
+    /// connection that needs a shorter tick wakes it.
+    tick_us: AtomicU64,
     stop: AtomicBool,
     wake: Condvar,
 }
@@ -70,7 +73,11 @@ impl Keeper {
             next_ping: Instant::now() + timing.ping_interval,
             expires: timing.expires,
         };
+        let tick = tick_for(timing.ping_interval);
         self.shared.lock().push(entry);
+        if duration_us(tick) < self.shared.tick_us.load(Ordering::Acquire) {
+            self.shared.wake.notify_all();
+        }
     }
 }
 
@@ -95,16 +102,25 @@ fn run(kept: &Kept) {
         connections.retain_mut(|entry| entry.tend(now, &ping));
         let tick = connections
             .iter()
-            .map(|e| e.interval / 4)
+            .map(|e| tick_for(e.interval))
             .min()
-            .unwrap_or(TICK_MAX)
-            .clamp(Duration::from_millis(5), TICK_MAX);
+            .unwrap_or(TICK_MAX);
+        kept.tick_us.store(duration_us(tick), Ordering::Release);
         connections = kept
             .wake
             .wait_timeout(connections, tick)
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
+}
+
+/// How often the keeper looks at a connection pinged every `interval`.
+fn tick_for(interval: Duration) -> Duration {
+    (interval / 4).clamp(Duration::from_millis(5), TICK_MAX)
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Entry {

@@ -1,0 +1,132 @@
+//! A chat client costs one thread (its reader) until it needs a writer:
+//! idle clients get no writer, are kept alive by the server's one
+//! keepalive thread, and are closed when they stop answering; a client
+//! that falls behind gets its writer and every message, in order. One
+//! binary of its own, its tests one at a time: they count this process's
+//! threads by name.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tungstenite::Message;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| {
+            let comm = task.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(comm).ok()?.trim().to_string())
+        })
+        .collect()
+}
+
+fn writers() -> usize {
+    thread_names()
+        .iter()
+        .filter(|n| n.starts_with("wshub-") && n.ends_with("-write"))
+        .count()
+}
+
+fn threads() -> usize {
+    thread_names().len()
+}
+
+#[test]
+fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
+    const N: usize = 200;
+    let _serial = serial();
+    let server = start(config());
+    let base = threads();
+    let mut idle = clients(&server, "/ws/idle", N);
+    // Every client is answered and its upgrade thread has become its
+    // reader: N threads, no writer.
+    let talker = &mut idle[0];
+    talker.send(Message::text("hello all")).unwrap();
+    for c in idle.iter_mut().skip(1) {
+        assert_eq!(next(c), Message::text("hello all"));
+    }
+    let grown = threads() - base;
+    assert!(grown <= N + 2, "{grown} threads for {N} idle clients");
+    assert_eq!(writers(), 0, "idle clients have no writer thread");
+
+    // One stops reading while 4 MiB go to the room: its socket stops
+    // taking writes, so it gets a writer (and only it).
+    let mut slow = ws(server.local_addr(), "/ws/idle");
+    eventually("the slow client joins", || {
+        server.handle().client_count() == N + 1
+    });
+    let big = "x".repeat(256 << 10);
+    let handle = server.handle();
+    for i in 0..16 {
+        handle
+            .broadcast("idle", Message::text(format!("{i} {big}")))
+            .unwrap();
+        // The others keep up.
+        for c in idle.iter_mut() {
+            assert_eq!(next(c), Message::text(format!("{i} {big}")));
+        }
+    }
+    eventually("the slow client has its writer", || writers() >= 1);
+    // Then it reads everything, in order.
+    for i in 0..16 {
+        assert_eq!(next(&mut slow), Message::text(format!("{i} {big}")));
+    }
+    for mut c in idle {
+        close(&mut c);
+    }
+    close(&mut slow);
+    eventually("every client gone", || handle.client_count() == 0);
+    eventually("threads back to baseline", || threads() <= base);
+}
+
+#[test]
+fn writerless_clients_are_pinged_and_one_that_stops_answering_is_closed() {
+    let _serial = serial();
+    let server = start(
+        config()
+            .ping_interval(Duration::from_millis(100))
+            .pong_timeout(Duration::from_millis(400)),
+    );
+    let addr = server.local_addr();
+    let mut lively = ws(addr, "/ws/keep");
+    // Frames read raw: this one never answers a ping.
+    let mut silent = raw_ws(addr, "/ws/keep");
+    eventually("both join", || server.handle().client_count() == 2);
+
+    // The lively one reads (tungstenite answers each ping with a pong)
+    // for ten ping intervals, and is pinged all along, with no writer.
+    let began = Instant::now();
+    let mut pings = 0;
+    while began.elapsed() < Duration::from_secs(1) {
+        match lively.read() {
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!("the lively client was dropped: {e}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings in a second at 100 ms");
+    assert_eq!(writers(), 0, "pinged without a writer thread");
+
+    // The silent one never answered: closed with 1001 "ping timeout".
+    assert_eq!(raw_close_code(&mut silent), Some(1001));
+    // And the lively one is still served.
+    server
+        .handle()
+        .broadcast("keep", Message::text("still here"))
+        .unwrap();
+    loop {
+        match lively.read().expect("still connected") {
+            Message::Ping(_) => {}
+            m => break assert_eq!(m, Message::text("still here")),
+        }
+    }
+}
