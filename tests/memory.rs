@@ -171,6 +171,14 @@ fn slow_readers_are_evicted_to_keep_queues_under_the_budget() {
     let mut slow_readers = Vec::new();
     for (r, (mut sender, mut fast, slow)) in rooms.into_iter().enumerate() {
         slow_readers.extend(slow);
+        // The sender stays at most WINDOW messages ahead of its fast
+        // reader (an application's acknowledgements, say): however busy
+        // the machine, the fast reader is never the one furthest behind.
+        const WINDOW: usize = 16;
+        let (credit, credits) = std::sync::mpsc::channel();
+        for _ in 0..WINDOW {
+            credit.send(()).unwrap();
+        }
         threads.push(std::thread::spawn(move || {
             for i in 0..N {
                 assert_eq!(
@@ -178,11 +186,13 @@ fn slow_readers_are_evicted_to_keep_queues_under_the_budget() {
                     Message::binary(body(r, i)),
                     "room {r} message {i}"
                 );
+                let _ = credit.send(());
             }
             fast
         }));
         threads.push(std::thread::spawn(move || {
             for i in 0..N {
+                credits.recv_timeout(STEP).expect("the fast reader reads");
                 sender.send(Message::binary(body(r, i))).unwrap();
             }
             sender

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use tungstenite::http::StatusCode;
 use tungstenite::protocol::Role;
 
@@ -85,7 +85,8 @@ pub(super) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match stream {
             Ok(stream) => accept(stream, &shared),
             Err(e) => {
-                error!("accept failed: {e}");
+                // Counted, and logged once a second with the count.
+                shared.refused(&format!("accept failed: {e}"));
                 // Out of file descriptors: accept would fail again at once;
                 // back off briefly instead of spinning.
                 if e.raw_os_error().is_some_and(|c| c == 23 || c == 24) {

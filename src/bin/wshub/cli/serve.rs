@@ -75,13 +75,11 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Each client is one file descriptor: take the hard limit, and say what it allows.
+/// Each client is one file descriptor: take the hard limit (the server's
+/// start-up line then says how many clients every limit allows).
 fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => info!(
-            "open-file limit {limit}: room for about {} clients",
-            limit.saturating_sub(32)
-        ),
+        Ok(limit) => log::debug!("open-file limit raised to {limit}"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
 }
