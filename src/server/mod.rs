@@ -2,10 +2,11 @@
 //! thread shares, and shutdown.
 //!
 //! Threads: one acceptor per listener, one hub and its fan-out lanes, and
-//! per connection one thread that reads HTTP request heads; an upgrade
-//! starts the client's writer (`session`) and that thread goes on as the
-//! client's reader, so a WebSocket client has two threads and a session
-//! starts one. Every connection thread is counted, against a budget taken
+//! per connection one thread that reads HTTP request heads; after an
+//! upgrade that thread goes on as the client's reader, and the client's
+//! writer (`session`) starts only when the client first needs one, so a
+//! WebSocket client that keeps up has one thread, and a session starts
+//! none; one keepalive thread pings the clients without a writer. Every connection thread is counted, against a budget taken
 //! from every limit that can refuse a thread (`limits`), so that
 //! [`Server::shutdown`] can wait for all of them and an upgrade past the
 //! budget gets 503 instead of a thread the kernel would refuse; every

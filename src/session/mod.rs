@@ -1,12 +1,16 @@
-//! One WebSocket session as two threads: the reader (gorilla's `readPump`,
-//! `reader`) and the writer (`writePump`, `writer`), over the connection's
-//! shared write side (`wire`), the frames that travel to it (`frame`) and
-//! the mailbox they wait in (`outbox`); how sessions end is `close`.
-//! [`start_writer`] starts the writer on a thread of its own and gives back
-//! the [`Reader`], which the caller runs on a thread it already has: the
-//! server runs it on the connection's HTTP thread, so a session starts
-//! one thread, not two. [`start`] starts both, the reader on a thread of
-//! its own too: [`Connection`](crate::Connection) on the dialling side.
+//! One WebSocket session as a reader thread (gorilla's `readPump`,
+//! `reader`) and a writer thread (`writePump`, `writer`), over the
+//! connection's shared write side (`wire`), the frames that travel to it
+//! (`frame`) and the mailbox they wait in (`outbox`); how sessions end is
+//! `close`; the keepalive of sessions without a writer is `keeper`.
+//! [`start_writer`] arranges the writer and gives back the [`Reader`],
+//! which the caller runs on a thread it already has: the server runs it on
+//! the connection's HTTP thread, and starts a chat client's writer only
+//! when the client first needs one ([`WriterStart::Lazy`]: a write its
+//! socket does not take at once, a Close, a ping it cannot take) — a
+//! client that keeps up costs one thread. [`start`] starts both at once,
+//! the reader on a thread of its own too: [`Connection`](crate::Connection)
+//! on the dialling side.
 //! Each message the reader reads goes to the session's [`Target`]: the
 //! hub, the peer itself (echo), or the dialling side's receive channel.
 //!
@@ -42,11 +46,17 @@
 //!   the peer's Close, an error, or EOF; the writer exits when the reader is
 //!   gone (its signal), after its own Close has been answered or
 //!   `close_timeout` passed, or on a failed write — and then shuts the socket
-//!   down so that a reader blocked in `read` wakes up.
+//!   down so that a reader blocked in `read` wakes up. A session whose writer
+//!   was never needed is ended by its reader: it sends its Close (or its
+//!   answer) itself, then shuts the socket down.
+//! * **Half a frame**: a direct write the socket took only in part queues
+//!   its rest under the write lock, and every other write waits behind it
+//!   (a pong is dropped) until the writer has sent it.
 //!
 //! Keepalive: the socket's read timeout is the pong timeout, so a peer that
 //! sends nothing at all — neither data nor pongs to our pings — for that long
-//! makes `read` fail, and the reader closes the connection.
+//! makes `read` fail, and the reader closes the connection. Pings come from
+//! the writer's timer, or, for a session without one, from the keeper.
 //!
 //! May touch: the connection's `Wire`, its outbox, its context; what a
 //! message means is the caller's (its [`Target`]).
