@@ -69,6 +69,11 @@ fn disconnect_closes_one_client_with_the_hosts_code() {
         .disconnect(a, CloseCode::Policy, "be nice")
         .unwrap();
     assert!(closed);
+    // Out of the room at once: not listed, not addressable again.
+    let handle = server.handle();
+    let listed = handle.members("r").unwrap();
+    assert!(listed.iter().all(|m| m.client != Some(a)), "{listed:?}");
+    assert!(!handle.send_to(a, Message::text("gone?")).unwrap());
     match next(&mut ana) {
         Message::Close(Some(f)) => {
             assert_eq!(f.code, CloseCode::Policy);

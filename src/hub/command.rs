@@ -112,30 +112,40 @@ impl Hub {
         true
     }
 
-    /// Asks `client` to close with `close`; whether it is here.
+    /// Asks `client` to close with `close`, and takes it out of its room
+    /// at once (it hears nothing more, and is no longer listed); whether
+    /// it was here.
     fn close_client(&mut self, client: ClientId, close: CloseFrame) -> bool {
         let Some(member) = self.rooms.member(client) else {
             return false;
         };
         info!(client = client.0; "{client}: removed by the host ({})", close.reason);
         member.outbox.close_now(close);
+        if let Some(left) = self.rooms.remove(client) {
+            self.left(client, left);
+        }
         true
     }
 
-    /// Asks every local client of `sub` to close with 1008 `reason`; how many.
+    /// Removes every local client of `sub` with 1008 `reason`; how many.
     fn close_user(&mut self, sub: &str, reason: &str) -> usize {
         let close = Close::Removed(reason.to_string()).frame();
-        let mut closed = 0;
-        for member in self.rooms.chat_members() {
-            if member.join.sub.as_deref() == Some(sub) {
-                member.outbox.close_now(close.clone());
-                closed += 1;
-            }
+        let of_sub: Vec<ClientId> = self
+            .rooms
+            .chat_members()
+            .filter(|m| m.join.sub.as_deref() == Some(sub))
+            .map(|m| m.id)
+            .collect();
+        for &client in &of_sub {
+            self.close_client(client, close.clone());
         }
-        if closed > 0 {
-            info!("{closed} clients of {sub:?} removed by the host ({reason})");
+        if !of_sub.is_empty() {
+            info!(
+                "{} clients of {sub:?} removed by the host ({reason})",
+                of_sub.len()
+            );
         }
-        closed
+        of_sub.len()
     }
 
     /// Another instance asked (through Redis) to remove one of ours.
