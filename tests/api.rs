@@ -928,18 +928,19 @@ fn wshub_publish_exits_1_with_the_status_and_error_when_refused() {
     assert!(err.contains("401"), "{err}");
     // A bad room.
     let key = temp_file("right-key", KEY.as_bytes());
-    let (code, _, err) = publish_cli(
-        &[
+    let keyed = |url: &str, room: &str| {
+        let args = [
             "--url",
-            &url,
+            url,
             "--room",
-            "no spaces",
+            room,
             "--api-key-file",
             key.to_str().unwrap(),
             "x",
-        ],
-        b"",
-    );
+        ];
+        publish_cli(&args, b"")
+    };
+    let (code, _, err) = keyed(&url, "no spaces");
     assert_eq!(code, 1);
     assert!(err.contains("400"), "{err}");
     // Nothing was published.
@@ -948,18 +949,7 @@ fn wshub_publish_exits_1_with_the_status_and_error_when_refused() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (code, _, err) = publish_cli(
-        &[
-            "--url",
-            &nowhere,
-            "--room",
-            "ops",
-            "--api-key-file",
-            key.to_str().unwrap(),
-            "x",
-        ],
-        b"",
-    );
+    let (code, _, err) = keyed(&nowhere, "ops");
     assert_eq!(code, 1);
     assert!(!err.is_empty());
     let _ = std::fs::remove_file(wrong);

@@ -357,20 +357,7 @@ impl Outbox {
         if self.state.writer.load(Ordering::Acquire) != Writer::NONE {
             return;
         }
-        let starter = {
-            let mut slot = self.state.starter_slot();
-            let started = self.state.writer.compare_exchange(
-                Writer::NONE,
-                Writer::STARTED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            match started {
-                Ok(_) => slot.take(),
-                Err(_) => None,
-            }
-        };
-        if let Some(Slot(start)) = starter {
+        if let Some(Some(Slot(start))) = self.settle(Writer::STARTED) {
             start(true);
         }
     }
@@ -385,23 +372,25 @@ impl Outbox {
     /// the reader finishes in its place (the starter runs with `false`)
     /// and this returns true.
     fn finish_without_writer(&self) -> bool {
-        let starter = {
-            let mut slot = self.state.starter_slot();
-            let never = self.state.writer.compare_exchange(
-                Writer::NONE,
-                Writer::NEVER,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            match never {
-                Ok(_) => slot.take(),
-                Err(_) => return false,
-            }
+        let Some(starter) = self.settle(Writer::NEVER) else {
+            return false;
         };
         if let Some(Slot(finish)) = starter {
             finish(false);
         }
         true
+    }
+
+    /// Moves the writer's state from none to `to`, under the starter's
+    /// lock, and takes the starter (if it was set yet); `None` when the
+    /// state was not none.
+    fn settle(&self, to: u8) -> Option<Option<Slot>> {
+        let mut slot = self.state.starter_slot();
+        self.state
+            .writer
+            .compare_exchange(Writer::NONE, to, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some(slot.take())
     }
 
     /// A ping for a connection without a writer, from the keepalive
