@@ -29,6 +29,15 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// The id of this process's thread called `name`, if there is one.
+fn tid_of(name: &str) -> Option<String> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        (comm.trim() == name).then(|| path.file_name()?.to_str().map(String::from))?
+    })
+}
+
 fn writers() -> usize {
     thread_names()
         .iter()
@@ -129,4 +138,54 @@ fn writerless_clients_are_pinged_and_one_that_stops_answering_is_closed() {
             m => break assert_eq!(m, Message::text("still here")),
         }
     }
+}
+
+#[test]
+fn a_thread_from_the_cache_carries_nothing_of_its_previous_client() {
+    use wshub::Event;
+    use wshub::auth::{Secret, mint_token};
+    const SECRET: &[u8] = b"a secret for the thread cache test, 32+";
+    let _serial = serial();
+    let secret = Secret::new(SECRET);
+    let server = start(config().auth_secret(Secret::new(SECRET)));
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let events = server.events();
+    let token = |sub: &str| mint_token(&secret, sub, None, Duration::from_secs(600)).unwrap();
+    let joined_as = || loop {
+        if let Event::Joined { client, sub, .. } = events.recv_timeout(STEP).expect("a join") {
+            break (client, sub.map(|s| s.to_string()));
+        }
+    };
+
+    let mut first = ws(addr, &format!("/ws/a?name=first&token={}", token("one")));
+    let (first_id, _) = joined_as();
+    let first_thread = tid_of(&format!("wshub-conn-{}", first_id.get())).expect("its thread");
+    first.send(Message::text("from the first")).unwrap();
+    close(&mut first);
+    eventually("the first client is gone", || handle.client_count() == 0);
+    let before = threads();
+
+    // The next client's session runs on the thread the first one's ended on.
+    let second = ws(addr, &format!("/ws/b?token={}", token("two")));
+    let (second_id, sub) = joined_as();
+    assert_eq!(
+        threads(),
+        before,
+        "the cached thread was used, none started"
+    );
+    assert_eq!(
+        tid_of(&format!("wshub-conn-{}", second_id.get())),
+        Some(first_thread),
+        "the same thread, under the second client's name"
+    );
+    assert_eq!(tid_of(&format!("wshub-conn-{}", first_id.get())), None);
+    // Its own token, room and name; nothing of the first's.
+    assert_eq!(sub.as_deref(), Some("two"));
+    let members = handle.members("b").unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].sub.as_deref(), Some("two"));
+    assert_eq!(members[0].name, format!("guest-{}", second_id.get()));
+    assert!(handle.members("a").unwrap().is_empty());
+    drop(second);
 }

@@ -18,18 +18,38 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::limits::{Budget, HTTP_SLACK};
+use super::pool::Job;
 use super::shared::Shared;
 use crate::session::Spawn;
 
 impl Shared {
-    /// Spawns a counted connection thread, if the budget has room.
+    /// Runs `body` on a counted connection thread: one waiting in the
+    /// thread cache, or a new one if the budget has room.
     pub(super) fn spawn(
         self: &Arc<Self>,
         name: String,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<()> {
+        let job = match self.pool.hand((name, Box::new(body))) {
+            Ok(()) => return Ok(()),
+            Err(job) => job,
+        };
         let guard = self.reserve(0).ok_or_else(|| self.exhausted())?;
-        self.start(guard, name, body)
+        self.start_cached(guard, job)
+    }
+
+    /// Starts a thread for `job` (counted by `guard`) that then waits in
+    /// the thread cache for more.
+    fn start_cached(self: &Arc<Self>, guard: ThreadGuard, job: Job) -> io::Result<()> {
+        let shared = self.clone();
+        thread::Builder::new()
+            .name(job.0.clone())
+            .stack_size(self.config.thread_stack_bytes)
+            .spawn(move || {
+                let _guard = guard;
+                shared.pool.work(job, &shared.stopping);
+            })?;
+        Ok(())
     }
 
     /// One more counted thread, unless the budget would then have fewer
@@ -252,11 +272,9 @@ pub(super) struct WriterThread {
 
 impl Spawn for WriterThread {
     fn spawn(&self, name: String, body: Box<dyn FnOnce() + Send>) -> io::Result<()> {
-        let Some(guard) = self.shared.reserve(0) else {
+        self.shared.spawn(name, body).inspect_err(|_| {
             self.shared
                 .refused("no thread for a client's writer (the client is closed)");
-            return Err(self.shared.exhausted());
-        };
-        self.shared.start(guard, name, body)
+        })
     }
 }

@@ -23,6 +23,8 @@
 //!   connection's thread going on as its reader;
 //! * `budget` — counted threads, the client slots (each with its writer's
 //!   thread), refusals at the ceiling;
+//! * `pool` — the thread cache: ended connection threads wait briefly for
+//!   the next connection's work;
 //! * `limits` — the thread budget every limit of the kernel and the
 //!   process allows, and the once-a-second log of refusals.
 //!
@@ -40,6 +42,7 @@ mod conn;
 mod handle;
 pub(crate) mod handshake;
 mod limits;
+mod pool;
 mod relay;
 mod shared;
 mod upgrade;

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     pub(super) instance: Arc<str>,
     /// Pings the chat clients that have no writer thread.
     pub(super) keeper: crate::session::Keeper,
+    /// Connection threads waiting for their next connection.
+    pub(super) pool: super::pool::Pool,
     /// Most connection threads this process can start (see `limits::thread_budget`).
     pub(super) thread_budget: super::limits::Ceiling,
     /// Open WebSocket connections, for `max_clients`.
@@ -119,6 +121,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             instance: format!("{:016x}", crate::random::next_u64()).into(),
             keeper: crate::session::Keeper::start()?,
+            pool: super::pool::Pool::default(),
             thread_budget,
             clients: AtomicUsize::new(0),
             echo_clients: AtomicUsize::new(0),
@@ -195,8 +198,10 @@ impl Shared {
     }
 
     /// Waits until no connection thread is left, or `timeout` passes.
+    /// (Threads waiting in the thread cache are let go first.)
     pub(super) fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        self.pool.release();
         let mut live = self.lock();
         while live.threads > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
