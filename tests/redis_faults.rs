@@ -123,11 +123,22 @@ impl Pair {
 
     /// Listeners first (B hears A, A hears B), then the talkers.
     fn talk(&mut self, room: &str) {
+        self.listen(room);
+        self.speak(room);
+    }
+
+    /// A listener on each instance for the other's talker.
+    fn listen(&mut self, room: &str) {
         let [a, b] = [0, 1].map(|i| self.servers[i].local_addr());
         self.heard
             .push(listener(b, room, "a", self.last[0].clone()));
         self.heard
             .push(listener(a, room, "b", self.last[1].clone()));
+    }
+
+    /// A talker on each instance.
+    fn speak(&mut self, room: &str) {
+        let [a, b] = [0, 1].map(|i| self.servers[i].local_addr());
         self.talkers.push(talker(a, room, "a", self.stop.clone()));
         self.talkers.push(talker(b, room, "b", self.stop.clone()));
     }
@@ -165,8 +176,9 @@ fn a_busy_room_recovers_from_a_redis_restart_and_gets_the_outage_once_in_order()
     };
     let mut pair = Pair::start(&redis.url());
     eventually("both bridges connected", || pair.connected());
-    pair.talk("busy");
+    pair.listen("busy");
     redis.wait_subscribers("busy", 2);
+    pair.speak("busy");
     wait_sent(&pair.talkers[0], 5);
 
     // Killed while both sides keep talking; back after a while of it.
@@ -183,12 +195,23 @@ fn a_busy_room_recovers_from_a_redis_restart_and_gets_the_outage_once_in_order()
     for (side, (heard, sent)) in pair.finish().into_iter().enumerate() {
         let what = ["B hearing A", "A hearing B"][side];
         in_order(&heard, what);
-        // Everything, once, in order: before, during (the backlog) and after.
+        // Everything, once, in order: before, during (the backlog) and
+        // after — but for what Redis had taken and not yet passed on when
+        // it was killed (it keeps nothing: no persistence), at most the
+        // last two messages sent before the kill.
         let numbers: Vec<usize> = heard.iter().map(|h| h.0).collect();
-        assert_eq!(numbers, (0..sent).collect::<Vec<_>>(), "{what}");
+        let in_flight = sent_at_kill.saturating_sub(2)..sent_at_kill;
+        let expected: Vec<usize> = (0..sent)
+            .filter(|i| !in_flight.contains(i) || numbers.contains(i))
+            .collect();
+        assert_eq!(numbers, expected, "{what}");
         // The outage's first message crossed within the bound of Redis
         // being reachable again.
-        let (_, first_after) = heard[sent_at_kill + 1];
+        let at = numbers
+            .iter()
+            .position(|&n| n == sent_at_kill + 1)
+            .expect("the outage's messages crossed");
+        let (_, first_after) = heard[at];
         assert!(
             first_after.saturating_duration_since(up) <= RECOVERY,
             "{what}: delivery resumed {:?} after Redis was back",

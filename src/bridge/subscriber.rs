@@ -163,10 +163,11 @@ impl Subscriber {
                     continue;
                 }
                 let result = match &c {
-                    Control::Subscribe(room) => pubsub
-                        .subscribe(channel(room))
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| self.backfill(data, room)),
+                    Control::Subscribe(room) => self
+                        .mark_start(data, room)
+                        .and_then(|()| pubsub.subscribe(channel(room)).map_err(|e| e.to_string()))
+                        .and_then(|()| self.backfill(data, room))
+                        .and_then(|()| self.catch_up(data, room)),
                     Control::Unsubscribe(room) => {
                         self.last_seen.remove(room);
                         pubsub.unsubscribe(channel(room)).map_err(|e| e.to_string())
@@ -360,9 +361,28 @@ impl Subscriber {
         Ok(())
     }
 
+    /// Before subscribing to a new room: where its stream ends now. What
+    /// other instances publish from here on is live for the room's first
+    /// clients (who are waiting to join): what lands between this and the
+    /// subscription is caught up from the stream, after the backfill.
+    fn mark_start(&mut self, data: &mut redis::Connection, room: &Arc<str>) -> Result<(), String> {
+        let last: Value = redis::cmd("XREVRANGE")
+            .arg(stream(room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(data)
+            .map_err(|e| e.to_string())?;
+        let start = stream_entries(&last).first().map_or((0, 0), |e| e.0);
+        self.last_seen.insert(room.clone(), start);
+        Ok(())
+    }
+
     /// A room this instance starts listening to: its stream's newest
-    /// entries become the room's local history (the hub holds the room's
-    /// first clients until this arrives).
+    /// entries up to where `mark_start` found its end become the room's
+    /// local history (the hub holds the room's first clients until this
+    /// arrives).
     fn backfill(&mut self, data: &mut redis::Connection, room: &Arc<str>) -> Result<(), String> {
         let mut entries = Vec::new();
         if self.history.messages > 0 {
@@ -376,9 +396,9 @@ impl Subscriber {
                 .map_err(|e| e.to_string())?;
             let mut got = stream_entries(&newest);
             got.reverse();
-            if let Some(&(id, _)) = got.last() {
-                self.last_seen.insert(room.clone(), id);
-            }
+            // Later entries are live for the waiting clients: caught up next.
+            let start = self.last_seen.get(room).copied().unwrap_or((0, 0));
+            got.retain(|(id, _)| *id <= start);
             for (_, envelope) in got {
                 if let Some((_, message)) = decode(&envelope)
                     && let Some(frame) = Frame::data(Role::Server, &message)
