@@ -32,6 +32,7 @@ mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 [ -x "$GEN" ] || cargo build --release --quiet
 if [ "$(cat /proc/sys/vm/max_map_count)" -lt 262144 ] && [ "$(id -u)" = 0 ]; then
+  echo "bench_vs: as root, raising vm.max_map_count to 262144 (the idle rows need thread room; it stays raised)" >&2
   sysctl -qw vm.max_map_count=262144 || true
 fi
 ulimit -n "$(ulimit -Hn)" || true
