@@ -5,8 +5,9 @@
 //! the client's outbox under the same bounds as every delivery (a client
 //! whose queue is full is evicted with 1008).
 //!
-//! May touch: the addressed members' outboxes, the Redis bridge (to reach
-//! clients of other instances).
+//! May touch: the addressed members' outboxes, the rooms (a removed client
+//! leaves its room at once, with the notices and the event of any leave),
+//! the Redis bridge (to reach clients of other instances).
 
 use std::sync::Arc;
 

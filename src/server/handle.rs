@@ -4,7 +4,8 @@
 //! a room's history, subscribe to [`Events`], look at the server's
 //! counters, ask for shutdown. The server API (`/api/`) is built on it.
 //!
-//! May touch: the hub's inbox (sending and asking), `Shared`'s counters.
+//! May touch: the hub's inbox (sending and asking), `Shared`'s counters,
+//! Redis (asking who is in a room, through the bridge's view).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

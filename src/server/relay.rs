@@ -1,12 +1,13 @@
 //! Where a server client's reader hands each message (its session's
-//! `Target`): a chat client's go to the hub ([`Chat`]), an echo client's
+//! `Target`): a chat client's go to the hub ([`Chat`]) — judged first by
+//! the host's message hook, if there is one — and an echo client's
 //! straight back onto its own connection ([`Echo`]). Both keep the
 //! client's rate limit, and both report how the connection ended
 //! ([`Report`]: the hub forgets the client, the close is counted and
 //! logged once).
 //!
 //! May touch: the hub's inbox (sending only), an echo client's `Wire`,
-//! the metrics.
+//! the metrics, the host's message hook (called on the reader's thread).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -45,10 +45,20 @@
 //! and bytes. Nothing here blocks except [`Outbox::send`], which only the
 //! dialling side uses.
 //!
-//! May touch: the channel, the atomics and the close slot in this file;
-//! with a direct `Wire`, the connection's socket through it (writes by
-//! [`Outbox::offer`], and a shutdown by [`Outbox::evict`] when half a frame
-//! is out); nothing else.
+//! # The writer, when it is needed
+//!
+//! A server chat client's writer thread is started by the first thing that
+//! needs it ([`Outbox::need_writer`]: an entry queued, a close requested,
+//! a ping the socket does not take); a session that never needs one is
+//! finished by its reader ([`Outbox::reader_done`]). The starter, set by
+//! the session, runs once, whichever comes first.
+//!
+//! May touch: the channel, the atomics, the close slot and the starter in
+//! this file (running the starter starts the writer's thread); with a
+//! direct `Wire`, the connection's socket through it (writes by
+//! [`Outbox::offer`], the keeper's pings by [`Outbox::ping_now`], the
+//! reader's Close by [`Outbox::push_close`] when there is no writer, and a
+//! shutdown by [`Outbox::evict`] when half a frame is out); nothing else.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
