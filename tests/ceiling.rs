@@ -164,7 +164,7 @@ fn at_the_ceiling_upgrades_get_503_held_clients_chat_and_a_leaver_makes_room() {
 /// limit sets the ceiling: the clients it says it has room for.
 fn serve_with_files(files: usize, args: &[&str]) -> (Served, usize) {
     let script = format!("ulimit -n {files} && exec \"$0\" \"$@\"");
-    let served = serve_process_via(&["sh", "-c", &script], args);
+    let served = serve_process_via(&["/bin/sh", "-c", &script], args);
     let line = served
         .head
         .iter()
