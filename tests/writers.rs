@@ -45,8 +45,13 @@ fn writers() -> usize {
         .count()
 }
 
+/// The server's threads (the test harness starts and ends threads of its
+/// own for the tests waiting their turn).
 fn threads() -> usize {
-    thread_names().len()
+    thread_names()
+        .iter()
+        .filter(|n| n.starts_with("wshub-"))
+        .count()
 }
 
 #[test]
@@ -54,7 +59,7 @@ fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
     const N: usize = 200;
     let _serial = serial();
     let server = start(config());
-    let base = threads();
+    let base = settled_threads();
     let mut idle = clients(&server, "/ws/idle", N);
     // Every client is answered and its upgrade thread has become its
     // reader: N threads, no writer.
@@ -94,7 +99,32 @@ fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
     }
     close(&mut slow);
     eventually("every client gone", || handle.client_count() == 0);
-    eventually("threads back to baseline", || threads() <= base);
+    back_to(base);
+}
+
+/// The server's threads, once every one it has started carries its own
+/// name (a new thread has its creator's until it sets its own).
+fn settled_threads() -> usize {
+    let me = std::fs::read_to_string("/proc/thread-self/comm").expect("own name");
+    let me = me.trim().to_string();
+    eventually("the server's threads named", || {
+        thread_names().iter().filter(|n| **n == me).count() == 1
+    });
+    threads()
+}
+
+/// Waits (bounded) until the server has no more than `base` threads;
+/// names the ones left over if it does not.
+fn back_to(base: usize) {
+    let deadline = Instant::now() + STEP;
+    while threads() > base {
+        assert!(
+            Instant::now() < deadline,
+            "threads not back to {base}: {:?}",
+            thread_names()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -164,7 +194,7 @@ fn a_thread_from_the_cache_carries_nothing_of_its_previous_client() {
     first.send(Message::text("from the first")).unwrap();
     close(&mut first);
     eventually("the first client is gone", || handle.client_count() == 0);
-    let before = threads();
+    let before = settled_threads();
 
     // The next client's session runs on the thread the first one's ended on.
     let second = ws(addr, &format!("/ws/b?token={}", token("two")));
