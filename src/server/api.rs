@@ -18,6 +18,10 @@ use crate::api::{self, Answer, Call};
 use crate::error::is_timeout;
 use crate::http;
 
+/// How long, and how much, a refused request's unread body is drained.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+const DRAIN_MOST: usize = 1 << 20;
+
 /// Why a request's body could not be had.
 enum NoBody {
     /// Answer this, then close.
@@ -59,9 +63,34 @@ impl Conn {
         if written.is_err() || !keep {
             // Let the answer reach the peer before the socket closes.
             self.wire.shutdown(Shutdown::Write);
+            if !body_read {
+                self.drain_unread();
+            }
             return None;
         }
         Some(rest)
+    }
+
+    /// After an answer given without reading the body (411, 413, 401…):
+    /// reads and drops what the client is still sending, for a moment
+    /// and up to a bound, so that closing with unread bytes does not reset
+    /// the connection before the client has read the answer (a client
+    /// writes its whole body before it reads). Nothing is kept.
+    fn drain_unread(&self) {
+        let deadline = Instant::now() + DRAIN_FOR;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        let mut stream = self.wire.stream();
+        while drained < DRAIN_MOST {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match stream.read(&mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
     }
 
     /// The answer, and whether the request's body was read whole (the
