@@ -46,6 +46,11 @@ fn a_delivery_to_a_client_that_keeps_up_does_not_wake_its_writer() {
         }
     };
     let writer = format!("wshub-{}-write", b_id.get());
+    // b's session is running once a hears from it (the hub registers a
+    // client before its 101 is written, and a delivery in between is
+    // queued, for a writer).
+    b.send(Message::text("b is here")).unwrap();
+    assert_eq!(next(&mut a), Message::text("b is here"));
     const N: u64 = 200;
     for i in 0..N {
         a.send(Message::text(format!("m{i}"))).unwrap();

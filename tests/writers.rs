@@ -61,6 +61,12 @@ fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
     let server = start(config());
     let base = settled_threads();
     let mut idle = clients(&server, "/ws/idle", N);
+    // Each session is running (a client is registered with the hub just
+    // before its 101 goes out, and a delivery in between is queued, for a
+    // writer): its reader answers a ping.
+    for c in idle.iter_mut() {
+        answers_a_ping(c);
+    }
     // Every client is answered and its upgrade thread has become its
     // reader: N threads, no writer.
     let talker = &mut idle[0];
@@ -100,6 +106,19 @@ fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
     close(&mut slow);
     eventually("every client gone", || handle.client_count() == 0);
     back_to(base);
+}
+
+/// Waits for the server's answer to a ping (written by the session's
+/// reader, so the session is running).
+fn answers_a_ping(ws: &mut Ws) {
+    ws.send(Message::Ping(b"up?".to_vec().into())).unwrap();
+    loop {
+        match ws.read().expect("the answer to a ping") {
+            Message::Pong(p) if p.as_ref() == b"up?" => return,
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 /// The server's threads, once every one it has started carries its own
