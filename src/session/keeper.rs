@@ -135,8 +135,14 @@ impl Entry {
             return false;
         }
         if now >= self.next_ping {
-            self.next_ping = now + self.interval;
-            return self.outbox.ping_now(ping);
+            match self.outbox.ping_now(ping) {
+                Some(writerless) => {
+                    self.next_ping = now + self.interval;
+                    return writerless;
+                }
+                // Not now: again at the next tick.
+                None => return true,
+            }
         }
         true
     }

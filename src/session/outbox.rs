@@ -405,11 +405,13 @@ impl Outbox {
 
     /// A ping for a connection without a writer, from the keepalive
     /// timer: written at once when nothing is queued and the socket takes
-    /// it; otherwise queued, and the connection gets its writer. Returns
+    /// it. `None` when it could not be, this time (the write lock was
+    /// held, the socket full): the timer tries again soon, rather than
+    /// give the connection a writer for a moment's contention. Otherwise
     /// whether the connection is still without a writer.
-    pub(crate) fn ping_now(&self, ping: &Frame) -> bool {
+    pub(crate) fn ping_now(&self, ping: &Frame) -> Option<bool> {
         if !self.writerless() {
-            return false;
+            return Some(false);
         }
         if let Some(wire) = &self.direct
             && self.state.open.load(Ordering::Acquire)
@@ -418,14 +420,13 @@ impl Outbox {
             let queue_rest = |rest: Bytes| {
                 let _ = self.enqueue(Out::Frame(Frame::raw(rest)), 0, 0);
             };
-            match wire.try_send_now([ping], queue_rest) {
-                Direct::Done => return self.writerless(),
-                Direct::Partial => return false,
-                Direct::NotNow => {}
-            }
+            return match wire.try_send_now([ping], queue_rest) {
+                Direct::Done => Some(self.writerless()),
+                Direct::Partial => Some(false),
+                Direct::NotNow => None,
+            };
         }
-        let _ = self.enqueue(Out::Frame(ping.clone()), 0, 0);
-        self.writerless()
+        None
     }
 
     /// Queues what a joining client gets before anything else, whatever
