@@ -117,6 +117,7 @@ impl Connection {
         let threads = Threads::default();
         let parts = Parts {
             inflater,
+            read_bytes: crate::defaults::READ_BUFFER_BYTES,
             wire: wire.clone(),
             ctx,
             mailbox,

@@ -128,7 +128,12 @@ fn accept(stream: TcpStream, shared: &Arc<Shared>) {
         peer,
         subject: None,
     };
-    if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), move || conn.serve(registered)) {
+    let serve = move || {
+        if let Some(session) = conn.serve(registered) {
+            session.run();
+        }
+    };
+    if let Err(e) = shared.spawn(format!("wshub-conn-{id}"), serve) {
         // At the ceiling: a 503 for each, a log line a second for all.
         debug!(client = id, peer:% = peer; "no thread for {peer}: {e}");
         shared.metrics.http_refused(503, false);

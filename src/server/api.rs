@@ -78,7 +78,9 @@ impl Conn {
     /// writes its whole body before it reads). Nothing is kept.
     fn drain_unread(&self) {
         let deadline = Instant::now() + DRAIN_FOR;
-        let mut sink = [0u8; 4096];
+        // On the heap: this thread goes on as a reader, and a page of
+        // stack touched here would stay resident for the client's life.
+        let mut sink = vec![0u8; 4096];
         let mut drained = 0;
         let mut stream = self.wire.stream();
         while drained < DRAIN_MOST {

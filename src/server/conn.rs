@@ -15,6 +15,7 @@ use tungstenite::http::{Method, Request, StatusCode};
 
 use super::budget::Registered;
 use super::shared::Shared;
+use super::upgrade::Session;
 use crate::Config;
 use crate::auth::{Access, Grant};
 use crate::http::{self, HeadError, Rejection, Route};
@@ -38,8 +39,13 @@ impl Conn {
         &self.shared.config
     }
 
-    /// Serves HTTP requests until the connection closes or upgrades.
-    pub(super) fn serve(self, registered: Registered) {
+    /// Serves HTTP requests until the connection closes or upgrades; an
+    /// upgrade returns the session's reader, for the caller to run on
+    /// this thread once the HTTP path's stack frames are gone (not
+    /// inlined: a stack page the handshake touches stays resident for the
+    /// client's life, so the read loop must not run below them).
+    #[inline(never)]
+    pub(super) fn serve(self, registered: Registered) -> Option<Session> {
         let mut buf = Vec::new();
         let mut first = true;
         loop {
@@ -51,7 +57,7 @@ impl Conn {
             );
             let (request, head_len) = match head {
                 Ok(head) => head,
-                Err(HeadError::Closed) => return,
+                Err(HeadError::Closed) => return None,
                 Err(HeadError::Timeout { partial: false }) => {
                     if first {
                         info!(
@@ -62,26 +68,33 @@ impl Conn {
                             self.config().head_timeout
                         );
                     }
-                    return;
+                    return None;
                 }
                 Err(HeadError::Timeout { partial: true }) => {
                     let rejection = Rejection::new(
                         StatusCode::REQUEST_TIMEOUT,
                         "request head not completed in time",
                     );
-                    return self.refuse(&rejection, false);
+                    self.refuse(&rejection, false);
+                    return None;
                 }
-                Err(HeadError::Rejected(rejection)) => return self.refuse(&rejection, false),
+                Err(HeadError::Rejected(rejection)) => {
+                    self.refuse(&rejection, false);
+                    return None;
+                }
                 Err(HeadError::Io(e)) => {
                     debug!("{} ({}): {e}", self.id, self.peer);
-                    return;
+                    return None;
                 }
             };
             first = false;
             let rest = buf.split_off(head_len);
             let head_only = request.method() == Method::HEAD;
             match http::route(&request) {
-                Err(rejection) => return self.refuse(&rejection, head_only),
+                Err(rejection) => {
+                    self.refuse(&rejection, head_only);
+                    return None;
+                }
                 // The head buffer is not needed for the connection's life.
                 Ok(Route::Hub(room)) => {
                     drop(buf);
@@ -93,11 +106,11 @@ impl Conn {
                 }
                 Ok(Route::Api) => match self.serve_api(&request, rest) {
                     Some(rest) => buf = rest,
-                    None => return,
+                    None => return None,
                 },
                 Ok(route) => {
                     if !self.answer(route, &request, head_only) {
-                        return;
+                        return None;
                     }
                     buf = rest;
                 }

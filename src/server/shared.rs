@@ -23,6 +23,7 @@ use crate::memory::Memory;
 use crate::metrics::{self, Metrics};
 use crate::server::assets::Assets;
 use crate::server::handshake::Policy;
+use crate::session::CONTEXT_READ_BYTES;
 use crate::session::outbox::Bound;
 use crate::session::wire::Wire;
 
@@ -89,7 +90,9 @@ impl Shared {
     ) -> crate::Result<Shared> {
         let assets = Assets::new(config.static_dir.as_deref())?;
         let ws_config = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer_bytes)
+            // The context's own buffer is small; bigger reads spill
+            // (see `session::reader`).
+            .read_buffer_size(CONTEXT_READ_BYTES.min(config.read_buffer_bytes))
             .write_buffer_size(0)
             .max_message_size(Some(config.max_message_bytes))
             .max_frame_size(Some(config.max_message_bytes));

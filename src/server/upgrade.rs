@@ -32,6 +32,26 @@ use crate::session::close::Close;
 use crate::session::outbox::{self, Outbox};
 use crate::session::{self, Parts, Target, Timing};
 
+/// An upgraded client's reader, ready to run on the connection's thread
+/// once the HTTP path has returned (its frames are deeper than the read
+/// loop's, and a stack page once touched stays resident).
+pub(super) enum Session {
+    /// A chat client: its messages go to the hub.
+    Chat(session::Reader<Chat>),
+    /// An echo client: its messages come back to it.
+    Echo(session::Reader<Echo>),
+}
+
+impl Session {
+    /// Reads the client until it leaves.
+    pub(super) fn run(self) {
+        match self {
+            Session::Chat(reader) => reader.run(),
+            Session::Echo(reader) => reader.run(),
+        }
+    }
+}
+
 impl Conn {
     /// Refuses the upgrade (counted as a refused handshake). A 503 is a
     /// refusal at the ceiling: logged once a second with the others
@@ -51,26 +71,33 @@ impl Conn {
         self.wire.shutdown(std::net::Shutdown::Write);
     }
 
-    /// Completes the handshake, starts the client's writer and reads the
-    /// client on this thread until it leaves. `room: None` is the echo
-    /// endpoint.
+    /// Completes the handshake and prepares the client's writer; returns
+    /// the reader to run on this thread until the client leaves (`None`
+    /// when the upgrade was refused or the client is gone). `room: None`
+    /// is the echo endpoint.
     pub(super) fn upgrade(
         mut self,
         request: Request<()>,
         room: Option<Arc<str>>,
         rest: Vec<u8>,
         registered: Registered,
-    ) {
+    ) -> Option<Session> {
         let accepted = match self.accept(&request, room.as_deref()) {
             Ok(accepted) => accepted,
-            Err(rejection) => return self.refuse_upgrade(&rejection),
+            Err(rejection) => {
+                self.refuse_upgrade(&rejection);
+                return None;
+            }
         };
         // Headers are done with; what follows lives as long as the client.
         drop(request);
         self.subject = accepted.grant.subject.as_deref().map(Into::into);
         let admission = match self.admit(room.is_none()) {
             Ok(admission) => admission,
-            Err(rejection) => return self.refuse_upgrade(&rejection),
+            Err(rejection) => {
+                self.refuse_upgrade(&rejection);
+                return None;
+            }
         };
         // A chat client's outbox is bounded and written to directly when
         // it keeps up; an echo client's carries only its Close.
@@ -85,7 +112,7 @@ impl Conn {
             join,
         } = accepted;
         if !self.register_and_answer(&room, join, &mailbox.0, response, deflate) {
-            return;
+            return None;
         }
         let reader = self.reader_state(deflate, rest);
         let expires = grant.expires.map(|end| {
@@ -94,7 +121,7 @@ impl Conn {
                 .unwrap_or(Duration::ZERO);
             Instant::now() + left
         });
-        self.start_session(room, reader, mailbox, expires, (registered, admission));
+        self.start_session(room, reader, mailbox, expires, (registered, admission))
     }
 
     /// The checks of the request, in order: access first (a page that
@@ -234,10 +261,11 @@ impl Conn {
         }
     }
 
-    /// Starts the writer, and runs the reader (which feeds the hub, or
-    /// echoes) on this thread, the connection's: one thread started per
-    /// session. The writer takes the thread the admission reserved, and
-    /// keeps the socket registered and the slot taken until it is done.
+    /// Prepares the writer (started now for echo, on demand for chat),
+    /// and returns the reader (which feeds the hub, or echoes) to run on
+    /// this thread, the connection's: no thread started per session. The
+    /// writer takes the thread the admission reserved, and keeps the socket
+    /// registered and the slot taken until it is done.
     fn start_session(
         self,
         room: Option<Arc<str>>,
@@ -245,7 +273,7 @@ impl Conn {
         mailbox: (Outbox, outbox::Mailbox),
         expires: Option<Instant>,
         (registered, admission): (Registered, Admission),
-    ) {
+    ) -> Option<Session> {
         let (id, peer) = (self.id, self.peer);
         let what = match &room {
             Some(room) if room.is_empty() => "joined the lobby".to_string(),
@@ -273,6 +301,7 @@ impl Conn {
             mailbox,
             memory: Some(self.shared.memory.clone()),
             inflater,
+            read_bytes: self.config().read_buffer_bytes,
         };
         let name = format!("wshub-{}", id.0);
         match room {
@@ -281,32 +310,32 @@ impl Conn {
                 let start = session::WriterStart::Lazy(Box::new(writer), &self.shared.keeper);
                 let started =
                     session::start_writer(start, &name, parts, timing, chat, on_writer_end);
-                self.read_here(started);
+                self.ready(started).map(Session::Chat)
             }
             None => {
                 let echo = self.echo();
                 let start = session::WriterStart::Now(&writer);
                 let started =
                     session::start_writer(start, &name, parts, timing, echo, on_writer_end);
-                self.read_here(started);
+                self.ready(started).map(Session::Echo)
             }
         }
     }
 
-    /// Runs the session's reader on this thread until the connection
-    /// ends; or, if its writer could not be started (the peer has had
-    /// 1013), unregisters the client.
-    fn read_here<T: Target>(self, started: std::io::Result<session::Reader<T>>) {
+    /// The session's reader; or, if its writer could not be started (the
+    /// peer has had 1013), `None`, the client unregistered.
+    fn ready<T: Target>(
+        self,
+        started: std::io::Result<session::Reader<T>>,
+    ) -> Option<session::Reader<T>> {
         match started {
-            Ok(reader) => {
-                drop(self);
-                reader.run();
-            }
+            Ok(reader) => Some(reader),
             Err(e) => {
                 debug!("{} ({}): no thread for its writer: {e}", self.id, self.peer);
                 let reason = format!("no thread for a session's writer (closed with 1013): {e}");
                 self.shared.refused(&reason);
                 let _ = self.shared.hub.send(HubMsg::Unregister(self.id));
+                None
             }
         }
     }

@@ -66,6 +66,7 @@ pub(crate) mod frame;
 mod keeper;
 pub(crate) mod outbox;
 mod reader;
+pub(crate) use reader::CONTEXT_READ_BYTES;
 pub(crate) mod wire;
 mod writer;
 
@@ -141,6 +142,8 @@ pub(crate) struct Parts {
     /// With permessage-deflate agreed: the layer that inflates the peer's
     /// compressed messages below the context.
     pub inflater: Option<Box<Inflater>>,
+    /// The most one read from the socket takes (`--read-buffer-bytes`).
+    pub read_bytes: usize,
 }
 
 /// When a session's writer thread starts.
@@ -184,6 +187,7 @@ where
         mailbox: (outbox, mailbox),
         memory,
         inflater,
+        read_bytes,
     } = parts;
     let name = format!("{name}-write");
     match start {
@@ -211,6 +215,7 @@ where
         outbox,
         memory,
         inflater,
+        read_bytes,
         timing,
         target,
     })))
@@ -285,6 +290,7 @@ struct ReaderParts<T> {
     outbox: Outbox,
     memory: Option<Arc<Memory>>,
     inflater: Option<Box<Inflater>>,
+    read_bytes: usize,
     timing: Timing,
     target: T,
 }
@@ -302,13 +308,14 @@ impl<T: Target> Reader<T> {
             outbox,
             memory,
             inflater,
+            read_bytes,
             timing,
             mut target,
         } = parts;
         // Dropped after `ended` (the writer outlives what the reader
         // says), and by a panic too.
         let _exit = outbox.on_reader_exit();
-        let mut io = ReadSide::new(&wire, memory.clone(), timing, inflater);
+        let mut io = ReadSide::new((&wire, read_bytes), memory.clone(), timing, inflater);
         let ending = read_loop(&mut io, &mut ctx, &outbox, timing, memory, &mut target);
         target.ended(ending);
     }

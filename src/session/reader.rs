@@ -27,11 +27,27 @@ use crate::deflate::Inflater;
 use crate::error::is_timeout;
 use crate::memory::{Memory, Refusal, Tracker};
 
+/// How much tungstenite's context asks for per read, and so the buffer it
+/// keeps for the connection's life (touched by its first read). Small, so
+/// that an idle client holds little: when more is waiting, [`ReadSide`]
+/// takes it in one system call of up to `read_bytes` into a buffer that
+/// lives only until handed out.
+pub(crate) const CONTEXT_READ_BYTES: usize = 512;
+
 /// The `Read + Write` view tungstenite's reader gets: reads block on the
 /// socket with no lock held and pass through the connection's tracker;
 /// writes (pongs) go through the [`Wire`] lock.
 pub(super) struct ReadSide<'a> {
     wire: &'a Wire,
+    /// Bytes read beyond what the context asked for, handed out from
+    /// `spill_at`; freed once handed out, so that nothing of a busy
+    /// moment stays with an idle client.
+    spill: Vec<u8>,
+    spill_at: usize,
+    /// The last read filled what was asked: more may be waiting.
+    more: bool,
+    /// The most one read from the socket takes (`--read-buffer-bytes`).
+    read_bytes: usize,
     tracker: Tracker,
     pong_timeout: Duration,
     /// The socket's read timeout now.
@@ -43,13 +59,17 @@ pub(super) struct ReadSide<'a> {
 
 impl<'a> ReadSide<'a> {
     pub(super) fn new(
-        wire: &'a Wire,
+        (wire, read_bytes): (&'a Wire, usize),
         memory: Option<Arc<Memory>>,
         timing: Timing,
         inflater: Option<Box<Inflater>>,
     ) -> ReadSide<'a> {
         ReadSide {
             wire,
+            spill: Vec::new(),
+            spill_at: 0,
+            more: false,
+            read_bytes,
             tracker: Tracker::new(memory, timing.message_timeout),
             pong_timeout: timing.pong_timeout,
             timeout: timing.pong_timeout,
@@ -93,9 +113,55 @@ impl ReadSide<'_> {
         }
     }
 
-    /// One read from the socket, under the pong timeout and the unfinished
-    /// message's deadline.
+    /// The next bytes from the socket into `buf`: what an earlier read
+    /// spilled, or, when the last read filled what was asked, whatever is
+    /// waiting (up to `read_bytes`, in one system call that does not
+    /// block), or else one blocking read.
     fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.spill_at < self.spill.len() {
+            return Ok(self.unspill(buf));
+        }
+        if self.more && buf.len() < self.read_bytes {
+            let mut spill = Vec::with_capacity(self.read_bytes);
+            let flags = rustix::net::RecvFlags::DONTWAIT;
+            match rustix::net::recv(
+                self.wire.stream(),
+                rustix::buffer::spare_capacity(&mut spill),
+                flags,
+            ) {
+                Ok((0, _)) => return Ok(0),
+                Ok((n, _)) => {
+                    self.more = n == self.read_bytes;
+                    self.spill = spill;
+                    self.spill_at = 0;
+                    return Ok(self.unspill(buf));
+                }
+                Err(rustix::io::Errno::AGAIN) => self.more = false,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let n = self.read_waiting(buf)?;
+        self.more = n == buf.len();
+        Ok(n)
+    }
+
+    /// Hands out spilled bytes; frees the spill once it is all out.
+    fn unspill(&mut self, buf: &mut [u8]) -> usize {
+        let rest = &self.spill[self.spill_at..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.spill_at += n;
+        if self.spill_at == self.spill.len() {
+            self.spill = Vec::new();
+            self.spill_at = 0;
+        }
+        n
+    }
+
+    /// One blocking read from the socket, under the pong timeout and the
+    /// unfinished message's deadline.
+    fn read_waiting(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // An unfinished message must be complete by its deadline: the
             // socket's timeout comes down towards it, by halves (a system
