@@ -108,6 +108,55 @@ fn idle_clients_cost_one_thread_each_and_one_that_falls_behind_gets_a_writer() {
     back_to(base);
 }
 
+#[test]
+fn clients_that_join_with_the_history_and_presence_get_them_without_a_writer() {
+    const N: usize = 20;
+    let _serial = serial();
+    let server = start(config());
+    let base = settled_threads();
+    let addr = server.local_addr();
+    let (mut talker, mut listener) = (ws(addr, "/ws/late"), ws(addr, "/ws/late"));
+    for i in 0..N {
+        text(&mut talker, &format!("m{i}"));
+    }
+    for i in 0..N {
+        assert_eq!(next(&mut listener), Message::text(format!("m{i}")));
+    }
+    // As the chat page joins: the whole history and who is there, queued
+    // before the 101 goes out and written by the client's own thread.
+    let path = "/ws/late?history=all&presence=1&name=late";
+    let mut late: Vec<Ws> = (0..5).map(|_| ws(addr, path)).collect();
+    for c in late.iter_mut() {
+        let mut got = Vec::new();
+        while got.len() < N {
+            match next(c) {
+                Message::Text(t) if t.contains("\"wshub\":\"presence\"") => {}
+                other => got.push(other),
+            }
+        }
+        let want: Vec<Message> = (0..N).map(|i| Message::text(format!("m{i}"))).collect();
+        assert_eq!(got, want, "the history, in order");
+    }
+    assert_eq!(writers(), 0, "the history went out without a writer");
+    // And they chat on, still without one.
+    text(&mut talker, "live");
+    for c in late.iter_mut() {
+        let live = loop {
+            match next(c) {
+                Message::Text(t) if t.contains("\"wshub\":\"presence\"") => {}
+                other => break other,
+            }
+        };
+        assert_eq!(live, Message::text("live"));
+    }
+    assert_eq!(writers(), 0);
+    for mut c in late.into_iter().chain([talker, listener]) {
+        close(&mut c);
+    }
+    eventually("every client gone", || server.handle().client_count() == 0);
+    back_to(base);
+}
+
 /// Waits for the server's answer to a ping (written by the session's
 /// reader, so the session is running).
 fn answers_a_ping(ws: &mut Ws) {

@@ -111,7 +111,7 @@ impl Conn {
             deflate,
             join,
         } = accepted;
-        if !self.register_and_answer(&room, join, &mailbox.0, response, deflate) {
+        if !self.register_and_answer(&room, join, &mailbox, response, deflate) {
             return None;
         }
         let reader = self.reader_state(deflate, rest);
@@ -189,13 +189,15 @@ impl Conn {
     /// learns of the client before the client learns of the upgrade: a
     /// message sent right after the 101 (by this client's peers, who may
     /// be quicker) must already find it in its room; until the 101 is
-    /// out, deliveries wait in the outbox. `false` when the session must
-    /// not start (the client is unregistered again).
+    /// out, deliveries (and the room's history) wait in the outbox, and
+    /// this thread writes them right after it, so that they need no writer.
+    /// `false` when the session must not start (the client is unregistered
+    /// again).
     fn register_and_answer(
         &self,
         room: &Option<Arc<str>>,
         join: Join,
-        outbox: &Outbox,
+        (outbox, mailbox): &(Outbox, outbox::Mailbox),
         response: Response<()>,
         deflate: Option<deflate::Agreement>,
     ) -> bool {
@@ -223,7 +225,10 @@ impl Conn {
             self.wire.set_deflate(agreement);
             self.shared.metrics.deflate.negotiated();
         }
-        outbox.open();
+        if let Err(e) = mailbox.open(outbox, &self.wire) {
+            debug!("{} ({}): writing what was queued: {e}", self.id, self.peer);
+            return unregister();
+        }
         self.shared.metrics.upgraded();
         // `stopping` is set before the hub is told to shut down, so a
         // registration that queued behind the hub's Shutdown (and will

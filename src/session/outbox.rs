@@ -60,6 +60,7 @@
 //! reader's Close by [`Outbox::push_close`] when there is no writer, and a
 //! shutdown by [`Outbox::evict`] when half a frame is out); nothing else.
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -292,23 +293,8 @@ impl Outbox {
         if self.state.evicted.load(Ordering::Relaxed) {
             return Err(Refused::Gone);
         }
-        if let Some(wire) = &self.direct
-            && self.state.open.load(Ordering::Acquire)
-            && bytes <= DIRECT_MAX_BYTES
-            && self.state.pending.load(Ordering::Acquire) == 0
-        {
-            // Half a frame on the wire: the rest must follow first,
-            // whatever the bound says (queued under the write lock).
-            let mut queued = Ok(());
-            let queue_rest = |rest: Bytes| {
-                let len = rest.len();
-                queued = self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
-            };
-            match wire.try_send_now(burst_frames(burst, skip), queue_rest) {
-                Direct::Done => return Ok(()),
-                Direct::Partial => return queued,
-                Direct::NotNow => {}
-            }
+        if let Some(written) = self.try_direct(burst, skip, messages, bytes) {
+            return written;
         }
         let s = &self.state;
         let queued = s.messages.load(Ordering::Relaxed);
@@ -325,6 +311,37 @@ impl Outbox {
         self.enqueue(entry, messages, bytes)
     }
 
+    /// Writes `burst` (but `skip`'s) at once when that costs no wait:
+    /// the outbox is open, nothing is queued or being written, the entry
+    /// is small and the socket takes it. `None` when it must be queued;
+    /// otherwise what became of it (the rest of a frame the socket took
+    /// half of is queued first, whatever the bound says).
+    fn try_direct(
+        &self,
+        burst: &Burst,
+        skip: Option<ClientId>,
+        messages: usize,
+        bytes: usize,
+    ) -> Option<Result<(), Refused>> {
+        let wire = self.direct.as_ref()?;
+        if !self.state.open.load(Ordering::Acquire)
+            || bytes > DIRECT_MAX_BYTES
+            || self.state.pending.load(Ordering::Acquire) != 0
+        {
+            return None;
+        }
+        let mut queued = Ok(());
+        let queue_rest = |rest: Bytes| {
+            let len = rest.len();
+            queued = self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
+        };
+        match wire.try_send_now(burst_frames(burst, skip), queue_rest) {
+            Direct::Done => Some(Ok(())),
+            Direct::Partial => Some(queued),
+            Direct::NotNow => None,
+        }
+    }
+
     /// Counts and queues a data entry, and makes sure a writer will take it.
     fn enqueue(&self, entry: Out, messages: usize, bytes: usize) -> Result<(), Refused> {
         let s = &self.state;
@@ -339,7 +356,9 @@ impl Outbox {
                 TrySendError::Disconnected(_) => Refused::Gone,
             }
         });
-        if queued.is_ok() {
+        // Before the 101 is out, the connection's own thread writes what
+        // was queued (`Mailbox::open`), unless it is too much for it.
+        if queued.is_ok() && self.state.open.load(Ordering::SeqCst) {
             self.need_writer();
         }
         queued
@@ -431,10 +450,13 @@ impl Outbox {
 
     /// Queues what a joining client gets before anything else, whatever
     /// the message bound (its size is bounded by the history's bounds).
+    /// The hub may see the client after its 101 is out: then, like any
+    /// delivery, it is written at once when the socket takes it.
     pub(crate) fn preload(&self, frames: Burst) {
-        let entry = Out::History(frames);
-        let (messages, bytes) = entry.counted();
-        let _ = self.enqueue(entry, messages, bytes);
+        let bytes = frames.iter().map(|(_, f)| f.len()).sum();
+        if self.try_direct(&frames, None, 0, bytes).is_none() {
+            let _ = self.enqueue(Out::History(frames), 0, bytes);
+        }
     }
 
     /// Queues one data frame, waiting while the channel is full (the
@@ -483,12 +505,6 @@ impl Outbox {
     pub(crate) fn close_now(&self, frame: CloseFrame) {
         self.state.close_slot().get_or_insert(frame);
         self.raise();
-    }
-
-    /// Allows direct writes from now on: until then (while the server
-    /// still writes the 101) every delivery is queued for the writer.
-    pub(crate) fn open(&self) {
-        self.state.open.store(true, Ordering::Release);
     }
 
     /// Refuses every later offer, drops what is queued (its memory is
@@ -589,6 +605,57 @@ impl Mailbox {
     }
 
     /// An entry if one is queued.
+    /// Allows direct writes from now on (until then, while the server
+    /// still writes the 101, every delivery is queued), and writes what was
+    /// queued meanwhile — a room's history, a presence snapshot, a quick
+    /// peer's message — from the calling thread, the connection's own,
+    /// which still holds this mailbox (no writer can have started). More
+    /// than [`DIRECT_MAX_BYTES`] is left to a writer, started for it, as is
+    /// a raised signal: a client that joins with a history does not need a
+    /// writer for it. An error is the socket's.
+    pub(crate) fn open(&self, outbox: &Outbox, wire: &Wire) -> io::Result<()> {
+        let s = &self.state;
+        s.open.store(true, Ordering::SeqCst);
+        // An offer that saw the outbox closed is in the queue by now.
+        if s.pending.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        if s.bytes.load(Ordering::Relaxed) > DIRECT_MAX_BYTES {
+            outbox.need_writer();
+            return Ok(());
+        }
+        let (mut batch, mut counted, mut raised) = (Vec::new(), (0, 0), false);
+        while let Some(item) = self.try_next() {
+            match item {
+                Out::Wake => raised = true,
+                Out::Frame(close) if close.is_close() => {
+                    self.flushed(wire, &batch, counted)?;
+                    wire.send_close_frame(&close)?;
+                    return Ok(());
+                }
+                item => {
+                    let (messages, bytes) = item.counted();
+                    counted = (counted.0 + messages, counted.1 + bytes);
+                    batch.push(item);
+                }
+            }
+        }
+        self.flushed(wire, &batch, counted)?;
+        if raised {
+            outbox.need_writer();
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` (taken out of the queue, `counted` messages and
+    /// bytes) and says so, as the writer does.
+    fn flushed(&self, wire: &Wire, batch: &[Out], counted: (usize, usize)) -> io::Result<()> {
+        self.taken(counted.0, counted.1);
+        let result = wire.send(batch.iter().flat_map(Out::frames));
+        self.written(batch.len());
+        result.map(|_| ())
+    }
+
     pub(crate) fn try_next(&self) -> Option<Out> {
         self.rx.try_recv().ok()
     }
