@@ -10,6 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use common::deflate::{client_frame, deflate, next_data, raw_offering};
 use common::*;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tungstenite::Message;
@@ -22,29 +23,6 @@ fn compressing() -> Config {
     config().compression(true)
 }
 
-/// A raw client that offered `offer`; the response head and the socket.
-fn raw_offering(addr: SocketAddr, path: &str, offer: &str) -> (String, FrameSocket<TcpStream>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n\
-         Sec-WebSocket-Extensions: {offer}\r\n\r\n",
-        generate_key()
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("response head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    (head, FrameSocket::new(s))
-}
-
 fn extension_of(head: &str) -> Option<String> {
     head.lines()
         .find_map(|l| {
@@ -55,18 +33,6 @@ fn extension_of(head: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// Raw deflate with a sync flush, the tail removed (RFC 7692 §7.2.1).
-fn deflate(data: &[u8]) -> Vec<u8> {
-    let mut c = Compress::new(Compression::default(), false);
-    // Room for the worst case, so that one call completes the flush.
-    let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 128);
-    c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
-    assert_eq!(c.total_in() as usize, data.len());
-    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
-    out.truncate(out.len() - 4);
-    out
-}
-
 fn inflate(data: &[u8]) -> Vec<u8> {
     let mut d = Decompress::new(false);
     let mut input = data.to_vec();
@@ -75,31 +41,6 @@ fn inflate(data: &[u8]) -> Vec<u8> {
     d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
         .unwrap();
     out
-}
-
-/// A masked client frame with RSV1 as given.
-fn client_frame(opcode: OpCode, rsv1: bool, fin: bool, payload: Vec<u8>) -> Frame {
-    let header = FrameHeader {
-        is_final: fin,
-        rsv1,
-        opcode,
-        mask: Some([7, 1, 9, 3]),
-        ..FrameHeader::default()
-    };
-    Frame::from_payload(header, payload.into())
-}
-
-/// The next data frame the server sends (pings skipped).
-fn next_data(socket: &mut FrameSocket<TcpStream>) -> Frame {
-    loop {
-        let frame = socket
-            .read(None)
-            .expect("a frame")
-            .expect("the connection stays open");
-        if let OpCode::Data(_) = frame.header().opcode {
-            return frame;
-        }
-    }
 }
 
 /// The close code the server sends next.

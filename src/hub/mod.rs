@@ -6,7 +6,8 @@
 //! (the lanes that deliver a burst), `waiting` (rooms new to this instance
 //! waiting for their shared history from the Redis bridge), `answer`
 //! (queries and presence notices), `budget` (evictions for the memory
-//! budget), `event` (what the host program is told).
+//! budget), `event` (what the host program is told), `inbox` (how the
+//! hub waits for its next message: a short spin while traffic is quick).
 //!
 //! The hub owns its maps outright, so there is no lock. It receives on one
 //! channel whose variants are gorilla's three channels — register,
@@ -31,6 +32,8 @@ mod budget;
 mod command;
 mod event;
 pub(crate) mod fanout;
+mod inbox;
+use inbox::Inbox;
 mod joins;
 pub(crate) mod member;
 mod membership;
@@ -161,7 +164,8 @@ pub(crate) fn run(
         events: Subscribers::default(),
         last_sweep: Instant::now(),
     };
-    hub.serve(&inbox);
+    let mut inbox = Inbox::new(inbox);
+    hub.serve(&mut inbox);
     // The inbox goes first: a bridge thread blocked on a full inbox then
     // sees it gone, and dropping the hub (which joins the bridge's and the
     // lanes' threads) cannot wait for it.
@@ -176,10 +180,10 @@ enum Flow {
 }
 
 impl Hub {
-    fn serve(&mut self, inbox: &Receiver<HubMsg>) {
+    fn serve(&mut self, inbox: &mut Inbox<HubMsg>) {
         let mut burst: Vec<Pending> = Vec::with_capacity(BURST);
         loop {
-            let first = match inbox.recv_timeout(SWEEP_EVERY) {
+            let first = match inbox.next(SWEEP_EVERY) {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
                     self.sweep();
@@ -193,7 +197,7 @@ impl Hub {
                     return;
                 }
                 next = if burst.len() < BURST {
-                    inbox.try_recv().ok()
+                    inbox.try_next()
                 } else {
                     None
                 };
