@@ -7,16 +7,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 
 use common::deflate::{client_frame, deflate, next_data, raw_offering};
 use common::*;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tungstenite::Message;
-use tungstenite::handshake::client::generate_key;
+use tungstenite::protocol::frame::FrameSocket;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use tungstenite::protocol::frame::{Frame, FrameHeader, FrameSocket};
 use wshub::{Config, ConnectOptions, Connection};
 
 fn compressing() -> Config {
