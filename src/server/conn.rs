@@ -14,8 +14,8 @@ use log::{debug, info};
 use tungstenite::http::{Method, Request, StatusCode};
 
 use super::budget::Registered;
+use super::relay::Session;
 use super::shared::Shared;
-use super::upgrade::Session;
 use crate::Config;
 use crate::auth::{Access, Grant};
 use crate::http::{self, HeadError, Rejection, Route};

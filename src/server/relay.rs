@@ -4,7 +4,8 @@
 //! straight back onto its own connection ([`Echo`]). Both keep the
 //! client's rate limit, and both report how the connection ended
 //! ([`Report`]: the hub forgets the client, the close is counted and
-//! logged once).
+//! logged once). A [`Session`] is either client's reader, as the upgrade
+//! hands it to the connection's thread.
 //!
 //! May touch: the hub's inbox (sending only), an echo client's `Wire`,
 //! the metrics, the host's message hook (called on the reader's thread).
@@ -27,7 +28,7 @@ use crate::rate::Bucket;
 use crate::session::close::{Close, Ending};
 use crate::session::frame::Frame;
 use crate::session::wire::Wire;
-use crate::session::{Stop, Target};
+use crate::session::{self, Stop, Target};
 
 /// A client's rate limit (`--max-messages-per-second`): its own bucket,
 /// on its reader's thread.
@@ -200,5 +201,25 @@ impl Target for Echo {
 
     fn ended(self, ending: Ending) {
         self.report.ended(ending);
+    }
+}
+
+/// An upgraded client's reader, ready to run on the connection's thread
+/// once the HTTP path has returned (its frames are deeper than the read
+/// loop's, and a stack page once touched stays resident).
+pub(super) enum Session {
+    /// A chat client: its messages go to the hub.
+    Chat(session::Reader<Chat>),
+    /// An echo client: its messages come back to it.
+    Echo(session::Reader<Echo>),
+}
+
+impl Session {
+    /// Reads the client until it leaves.
+    pub(super) fn run(self) {
+        match self {
+            Session::Chat(reader) => reader.run(),
+            Session::Echo(reader) => reader.run(),
+        }
     }
 }

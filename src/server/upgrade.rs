@@ -19,7 +19,7 @@ use tungstenite::protocol::{Role, WebSocketContext};
 use super::budget::{Admission, Full, Registered};
 use super::conn::Conn;
 use super::handshake;
-use super::relay::{Chat, Echo, RateLimit, Report};
+use super::relay::{Chat, Echo, RateLimit, Report, Session};
 use crate::auth::Grant;
 use crate::deflate::{self, Inflater};
 use crate::http::Rejection;
@@ -31,26 +31,6 @@ use crate::rate::Bucket;
 use crate::session::close::Close;
 use crate::session::outbox::{self, Outbox};
 use crate::session::{self, Parts, Target, Timing};
-
-/// An upgraded client's reader, ready to run on the connection's thread
-/// once the HTTP path has returned (its frames are deeper than the read
-/// loop's, and a stack page once touched stays resident).
-pub(super) enum Session {
-    /// A chat client: its messages go to the hub.
-    Chat(session::Reader<Chat>),
-    /// An echo client: its messages come back to it.
-    Echo(session::Reader<Echo>),
-}
-
-impl Session {
-    /// Reads the client until it leaves.
-    pub(super) fn run(self) {
-        match self {
-            Session::Chat(reader) => reader.run(),
-            Session::Echo(reader) => reader.run(),
-        }
-    }
-}
 
 impl Conn {
     /// Refuses the upgrade (counted as a refused handshake). A 503 is a
