@@ -246,7 +246,8 @@ where
         let writer_wire = wire.clone();
         let body = Box::new(move || on_writer_end(write_loop(&writer_wire, mailbox, timing)));
         if let Err(e) = spawner.spawn(name, body) {
-            log::warn!("no thread for a connection's writer ({e}): closing it");
+            // The spawner reports it (the server: once a second, counted).
+            log::debug!("no thread for a connection's writer ({e}): closing it");
             wire.shutdown(Shutdown::Both);
         }
     })
