@@ -34,7 +34,9 @@
 //! Close never take this path; large messages and slow clients keep the
 //! queued path. Order holds because the hub is the only thread that offers
 //! data to a server client, and the writer lowers `pending` only after the
-//! entries it took are on the socket.
+//! entries it took are on the socket. Until the 101 is out the outbox is
+//! not open: deliveries queue without starting a writer, and the
+//! connection's own thread writes them ([`Mailbox::open`]).
 //!
 //! Invariants: [`Outbox::offer`] is the only way counted data gets in, and
 //! [`Mailbox::taken`] the only way it is uncounted, so the load is what
@@ -78,6 +80,27 @@ use crate::session::wire::{Direct, Wire};
 /// Largest offer the hub writes itself; larger ones go to the writer (a
 /// partial write's rest is copied, so this bounds the copy too).
 pub(crate) const DIRECT_MAX_BYTES: usize = 64 << 10;
+
+/// The bit of the outbox's `pending` word that allows direct writes (see
+/// [`Mailbox::open`]); the rest of the word counts data entries queued or
+/// being written.
+const OPEN: usize = 1 << (usize::BITS - 1);
+
+/// Most rounds of writing what was queued before the 101 (see
+/// [`Mailbox::open`]) before a writer takes over.
+const OPEN_ROUNDS: usize = 8;
+
+/// What [`Mailbox::open`] met in the queue.
+enum Queued {
+    /// Entries, written.
+    Written,
+    /// Nothing.
+    Nothing,
+    /// A raised signal: the writer's to handle.
+    Signal,
+    /// A Close, written.
+    Closed,
+}
 
 /// Frames the hub fanned out together, with who sent each (`None`: the
 /// host program), shared by every receiver of the room.
@@ -159,6 +182,14 @@ pub(crate) enum Refused {
     Gone,
 }
 
+impl State {
+    /// Open, with nothing queued or being written: a delivery may be
+    /// written directly.
+    fn open_and_idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == OPEN
+    }
+}
+
 /// State both halves see.
 #[derive(Debug)]
 struct State {
@@ -166,13 +197,12 @@ struct State {
     /// Queued and not yet taken by the writer.
     messages: AtomicUsize,
     bytes: AtomicUsize,
-    /// Data entries queued or being written by the writer.
+    /// Data entries queued or being written by the writer, and the
+    /// [`OPEN`] bit: one word, so that the opening thread can open only
+    /// when nothing is queued, in one step.
     pending: AtomicUsize,
     /// Refused for good: a full outbox whose writer was asked to close.
     evicted: AtomicBool,
-    /// Direct writes allowed: the connection's handshake is done (see
-    /// [`Outbox::open`]).
-    open: AtomicBool,
     raised: AtomicBool,
     close: Mutex<Option<CloseFrame>>,
     reader_done: AtomicBool,
@@ -256,9 +286,8 @@ pub(crate) fn new(
         bound,
         messages: AtomicUsize::new(0),
         bytes: AtomicUsize::new(0),
-        pending: AtomicUsize::new(0),
+        pending: AtomicUsize::new(if direct.is_none() { OPEN } else { 0 }),
         evicted: AtomicBool::new(false),
-        open: AtomicBool::new(direct.is_none()),
         raised: AtomicBool::new(false),
         close: Mutex::new(None),
         reader_done: AtomicBool::new(false),
@@ -324,10 +353,7 @@ impl Outbox {
         bytes: usize,
     ) -> Option<Result<(), Refused>> {
         let wire = self.direct.as_ref()?;
-        if !self.state.open.load(Ordering::Acquire)
-            || bytes > DIRECT_MAX_BYTES
-            || self.state.pending.load(Ordering::Acquire) != 0
-        {
+        if bytes > DIRECT_MAX_BYTES || !self.state.open_and_idle() {
             return None;
         }
         let mut queued = Ok(());
@@ -347,7 +373,7 @@ impl Outbox {
         let s = &self.state;
         s.messages.fetch_add(messages, Ordering::Relaxed);
         s.bytes.fetch_add(bytes, Ordering::Relaxed);
-        s.pending.fetch_add(1, Ordering::AcqRel);
+        let before = s.pending.fetch_add(1, Ordering::SeqCst);
         let queued = self.tx.try_send(entry).map_err(|e| {
             s.pending.fetch_sub(1, Ordering::AcqRel);
             self.uncount(messages, bytes);
@@ -356,9 +382,9 @@ impl Outbox {
                 TrySendError::Disconnected(_) => Refused::Gone,
             }
         });
-        // Before the 101 is out, the connection's own thread writes what
-        // was queued (`Mailbox::open`), unless it is too much for it.
-        if queued.is_ok() && self.state.open.load(Ordering::SeqCst) {
+        // Before the outbox opens, the connection's own thread writes what
+        // was queued (`Mailbox::open`), or starts the writer for it.
+        if queued.is_ok() && before & OPEN != 0 {
             self.need_writer();
         }
         queued
@@ -433,8 +459,7 @@ impl Outbox {
             return Some(false);
         }
         if let Some(wire) = &self.direct
-            && self.state.open.load(Ordering::Acquire)
-            && self.state.pending.load(Ordering::Acquire) == 0
+            && self.state.open_and_idle()
         {
             let queue_rest = |rest: Bytes| {
                 let _ = self.enqueue(Out::Frame(Frame::raw(rest)), 0, 0);
@@ -491,7 +516,7 @@ impl Outbox {
     pub(crate) fn push_close(&self, close: Frame) -> bool {
         if let Some(wire) = &self.direct
             && self.writerless()
-            && self.state.pending.load(Ordering::Acquire) == 0
+            && self.state.pending.load(Ordering::Acquire) & !OPEN == 0
             && wire.send_close_frame(&close).is_ok()
         {
             return true;
@@ -604,47 +629,67 @@ impl Mailbox {
         self.state.reader_done.load(Ordering::Acquire)
     }
 
-    /// An entry if one is queued.
-    /// Allows direct writes from now on (until then, while the server
-    /// still writes the 101, every delivery is queued), and writes what was
-    /// queued meanwhile — a room's history, a presence snapshot, a quick
-    /// peer's message — from the calling thread, the connection's own,
-    /// which still holds this mailbox (no writer can have started). More
-    /// than [`DIRECT_MAX_BYTES`] is left to a writer, started for it, as is
-    /// a raised signal: a client that joins with a history does not need a
-    /// writer for it. An error is the socket's.
+    /// Opens the outbox once the 101 is out: direct writes are allowed
+    /// from then on (until then every delivery is queued, and starts no
+    /// writer). What was queued meanwhile — a room's history, a presence
+    /// snapshot, a quick peer's message — is written first by the calling
+    /// thread, the connection's own, which still holds this mailbox (no
+    /// writer can have started), until it finds nothing queued and opens
+    /// in the same step; so a client that joins with a history needs no
+    /// writer for it. More than [`DIRECT_MAX_BYTES`] queued, a raised
+    /// signal, or a room busier than [`OPEN_ROUNDS`] writes is left to a
+    /// writer, started for it. An error is the socket's.
     pub(crate) fn open(&self, outbox: &Outbox, wire: &Wire) -> io::Result<()> {
         let s = &self.state;
-        s.open.store(true, Ordering::SeqCst);
-        // An offer that saw the outbox closed is in the queue by now.
-        if s.pending.load(Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
-        if s.bytes.load(Ordering::Relaxed) > DIRECT_MAX_BYTES {
-            outbox.need_writer();
-            return Ok(());
-        }
-        let (mut batch, mut counted, mut raised) = (Vec::new(), (0, 0), false);
-        while let Some(item) = self.try_next() {
-            match item {
-                Out::Wake => raised = true,
-                Out::Frame(close) if close.is_close() => {
-                    self.flushed(wire, &batch, counted)?;
-                    wire.send_close_frame(&close)?;
+        for _ in 0..OPEN_ROUNDS {
+            if s.pending
+                .compare_exchange(0, OPEN, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if s.bytes.load(Ordering::Relaxed) > DIRECT_MAX_BYTES {
+                break;
+            }
+            match self.write_queued(wire)? {
+                Queued::Written => {}
+                // Counted but not in the queue yet: a moment.
+                Queued::Nothing => std::thread::yield_now(),
+                Queued::Signal => break,
+                Queued::Closed => {
+                    s.pending.fetch_or(OPEN, Ordering::SeqCst);
                     return Ok(());
                 }
-                item => {
+            }
+        }
+        s.pending.fetch_or(OPEN, Ordering::SeqCst);
+        outbox.need_writer();
+        Ok(())
+    }
+
+    /// Writes what is queued now, up to a raised signal or a Close, as
+    /// the writer would; what it met.
+    fn write_queued(&self, wire: &Wire) -> io::Result<Queued> {
+        let (mut batch, mut counted) = (Vec::new(), (0, 0));
+        let met = loop {
+            match self.try_next() {
+                None if batch.is_empty() => break Queued::Nothing,
+                None => break Queued::Written,
+                Some(Out::Wake) => break Queued::Signal,
+                Some(Out::Frame(close)) if close.is_close() => {
+                    self.flushed(wire, &batch, counted)?;
+                    wire.send_close_frame(&close)?;
+                    return Ok(Queued::Closed);
+                }
+                Some(item) => {
                     let (messages, bytes) = item.counted();
                     counted = (counted.0 + messages, counted.1 + bytes);
                     batch.push(item);
                 }
             }
-        }
+        };
         self.flushed(wire, &batch, counted)?;
-        if raised {
-            outbox.need_writer();
-        }
-        Ok(())
+        Ok(met)
     }
 
     /// Writes `batch` (taken out of the queue, `counted` messages and
@@ -656,6 +701,7 @@ impl Mailbox {
         result.map(|_| ())
     }
 
+    /// An entry if one is queued.
     pub(crate) fn try_next(&self) -> Option<Out> {
         self.rx.try_recv().ok()
     }
