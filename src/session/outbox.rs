@@ -141,7 +141,10 @@ impl Out {
     pub(crate) fn counted(&self) -> (usize, usize) {
         let bytes = self.frames().map(Frame::len).sum();
         match self {
+            // The rest of a frame written in part counts its bytes only,
+            // as it was queued (its message was counted when offered).
             Out::History(_) => (0, bytes),
+            Out::Frame(f) if f.is_raw() => (0, bytes),
             _ => (self.frames().count(), bytes),
         }
     }
@@ -322,7 +325,7 @@ impl Outbox {
         if self.state.evicted.load(Ordering::Relaxed) {
             return Err(Refused::Gone);
         }
-        if let Some(written) = self.try_direct(burst, skip, messages, bytes) {
+        if let Some(written) = self.try_direct(burst, skip, bytes) {
             return written;
         }
         let s = &self.state;
@@ -349,7 +352,6 @@ impl Outbox {
         &self,
         burst: &Burst,
         skip: Option<ClientId>,
-        messages: usize,
         bytes: usize,
     ) -> Option<Result<(), Refused>> {
         let wire = self.direct.as_ref()?;
@@ -359,7 +361,7 @@ impl Outbox {
         let mut queued = Ok(());
         let queue_rest = |rest: Bytes| {
             let len = rest.len();
-            queued = self.enqueue(Out::Frame(Frame::raw(rest)), messages, len);
+            queued = self.enqueue(Out::Frame(Frame::raw(rest)), 0, len);
         };
         match wire.try_send_now(burst_frames(burst, skip), queue_rest) {
             Direct::Done => Some(Ok(())),
@@ -462,7 +464,8 @@ impl Outbox {
             && self.state.open_and_idle()
         {
             let queue_rest = |rest: Bytes| {
-                let _ = self.enqueue(Out::Frame(Frame::raw(rest)), 0, 0);
+                let len = rest.len();
+                let _ = self.enqueue(Out::Frame(Frame::raw(rest)), 0, len);
             };
             return match wire.try_send_now([ping], queue_rest) {
                 Direct::Done => Some(self.writerless()),
@@ -479,7 +482,7 @@ impl Outbox {
     /// delivery, it is written at once when the socket takes it.
     pub(crate) fn preload(&self, frames: Burst) {
         let bytes = frames.iter().map(|(_, f)| f.len()).sum();
-        if self.try_direct(&frames, None, 0, bytes).is_none() {
+        if self.try_direct(&frames, None, bytes).is_none() {
             let _ = self.enqueue(Out::History(frames), 0, bytes);
         }
     }
@@ -547,7 +550,9 @@ impl Outbox {
                     // Close can follow it cleanly.
                     cut |= f.is_raw();
                 }
-                if !matches!(entry, Out::Wake) {
+                // A Wake and a Close were never counted.
+                let close = matches!(&entry, Out::Frame(f) if f.is_close());
+                if !close && !matches!(entry, Out::Wake) {
                     let (count, bytes) = entry.counted();
                     self.uncount(count, bytes);
                     self.state.pending.fetch_sub(1, Ordering::AcqRel);
@@ -641,6 +646,10 @@ impl Mailbox {
     /// writer, started for it. An error is the socket's.
     pub(crate) fn open(&self, outbox: &Outbox, wire: &Wire) -> io::Result<()> {
         let s = &self.state;
+        if s.pending.load(Ordering::SeqCst) & OPEN != 0 {
+            // Open from the start: no direct wire (an echo client's).
+            return Ok(());
+        }
         for _ in 0..OPEN_ROUNDS {
             if s.pending
                 .compare_exchange(0, OPEN, Ordering::SeqCst, Ordering::SeqCst)
@@ -766,6 +775,14 @@ mod tests {
 
     fn burst(f: &Frame) -> Burst {
         Arc::from(vec![(None, f.clone())])
+    }
+
+    #[test]
+    fn the_rest_of_a_frame_written_in_part_counts_as_it_was_queued() {
+        // Queued with (0 messages, its bytes) by every direct path; taken
+        // with what `counted` says: the two must agree.
+        let rest = Out::Frame(Frame::raw(Bytes::from_static(b"abc")));
+        assert_eq!(rest.counted(), (0, 3));
     }
 
     #[test]

@@ -118,6 +118,15 @@ impl ReadSide<'_> {
     /// waiting (up to `read_bytes`, in one system call that does not
     /// block), or else one blocking read.
     fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The unfinished message's deadline holds for every read, also
+        // those that find bytes waiting.
+        if self
+            .tracker
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(io::Error::other(Refusal::MessageTimeout));
+        }
         if self.spill_at < self.spill.len() {
             return Ok(self.unspill(buf));
         }
