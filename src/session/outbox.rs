@@ -90,8 +90,8 @@ const OPEN: usize = 1 << (usize::BITS - 1);
 /// [`Mailbox::open`]) before a writer takes over.
 const OPEN_ROUNDS: usize = 8;
 
-/// What [`Mailbox::open`] met in the queue.
-enum Queued {
+/// What [`Mailbox::write_queued`] met in the queue.
+pub(crate) enum Queued {
     /// Entries, written.
     Written,
     /// Nothing.
@@ -141,9 +141,9 @@ impl Out {
     pub(crate) fn counted(&self) -> (usize, usize) {
         let bytes = self.frames().map(Frame::len).sum();
         match self {
+            Out::History(_) => (0, bytes),
             // The rest of a frame written in part counts its bytes only,
             // as it was queued (its message was counted when offered).
-            Out::History(_) => (0, bytes),
             Out::Frame(f) if f.is_raw() => (0, bytes),
             _ => (self.frames().count(), bytes),
         }
@@ -677,8 +677,8 @@ impl Mailbox {
     }
 
     /// Writes what is queued now, up to a raised signal or a Close, as
-    /// the writer would; what it met.
-    fn write_queued(&self, wire: &Wire) -> io::Result<Queued> {
+    /// the writer would (counted out, then marked written); what it met.
+    pub(crate) fn write_queued(&self, wire: &Wire) -> io::Result<Queued> {
         let (mut batch, mut counted) = (Vec::new(), (0, 0));
         let met = loop {
             match self.try_next() {

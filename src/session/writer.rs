@@ -17,7 +17,7 @@ use tungstenite::protocol::CloseFrame;
 use super::Timing;
 use super::close::Close;
 use super::frame::Frame;
-use super::outbox::{Mailbox, Out, Waiter};
+use super::outbox::{Mailbox, Out, Queued, Waiter};
 use super::wire::{MAX_BATCH, Wire};
 
 /// A batch of at least this many frames means the connection is busy.
@@ -93,7 +93,7 @@ impl Writer<'_> {
             return Some(Turn::Over(None));
         }
         if self.mailbox.is_reader_done() {
-            let _ = flush_queued(self.wire, self.mailbox);
+            let _ = flush_queued(self.mailbox, self.wire);
             return Some(Turn::Over(None));
         }
         None
@@ -203,18 +203,10 @@ impl Writer<'_> {
 }
 
 /// Writes what is queued right now, up to and including a Close.
-fn flush_queued(wire: &Wire, mailbox: &Mailbox) -> io::Result<()> {
-    let mut batch = Vec::new();
-    while let Some(item) = mailbox.try_next() {
-        if let Out::Frame(close) = &item
-            && close.is_close()
-        {
-            wire.send(batch.iter().flat_map(Out::frames))?;
-            return wire.send_close_frame(close).map(|_| ());
-        }
-        batch.push(item);
-    }
-    wire.send(batch.iter().flat_map(Out::frames)).map(|_| ())
+fn flush_queued(mailbox: &Mailbox, wire: &Wire) -> io::Result<()> {
+    // Past a signal (the reader's end raised it) the rest goes too.
+    while let Queued::Written | Queued::Signal = mailbox.write_queued(wire)? {}
+    Ok(())
 }
 
 /// `interval` from now, if that is a representable time.
